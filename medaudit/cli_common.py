@@ -1,0 +1,317 @@
+"""What every command shares: option aliases, model+data loading, output, errors.
+
+Options are declared once here as ``Annotated`` aliases so every command names
+them alike (``--device``, ``--seed``, ``--json`` ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from medaudit.data import AuditData, DataSpec, load_data
+from medaudit.errors import ConfigError, MedauditError
+from medaudit.models import AuditModel, InputSpec, LoadOptions, bind_model, load_model
+from medaudit.report import schema
+from medaudit.task import Task
+
+MODEL_PANEL = "Model"
+DATA_PANEL = "Data"
+RUN_PANEL = "Run & output"
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+ModelArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Model file: TorchScript/state_dict .pt, torch.export .pt2 or .onnx.", show_default=False
+    ),
+]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="Architecture for a state_dict: a built-in name (see `medaudit list archs`) or package.module:factory.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="Allow a pickled whole nn.Module (unpickling runs code from the file).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+MeanOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mean",
+        help="Normalisation mean, one value or one per channel (e.g. 0.5 or 0.485,0.456,0.406).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+StdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--std", help="Normalisation std, one value or one per channel.", rich_help_panel=MODEL_PANEL
+    ),
+]
+InputSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--input-size",
+        help="Side length the model takes; data of another size is resized inside the wrapper.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+ChannelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--channels",
+        help="Channels the model takes (1 or 3); grey data is repeated for 3.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="MedMNIST dataset (e.g. pneumoniamnist). Default: the one in the model card.",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+SizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--size",
+        help="MedMNIST image size (28, 64, 128, 224); for image folders, resize to this.",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+SplitOpt = Annotated[Split, typer.Option("--split", help="Data split.", rich_help_panel=DATA_PANEL)]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root",
+        help="Folder with MedMNIST .npz files (else $MEDAUDIT_DATA_ROOT, else ~/.medmnist).",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+DownloadOpt = Annotated[
+    bool,
+    typer.Option(
+        "--download", help="Download the MedMNIST file if it is missing.", rich_help_panel=DATA_PANEL
+    ),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Your data: an .npz in MedMNIST layout or an image folder (one sub-folder per class).",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+TaskOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        help="binary, multi-class, multi-label or ordinal, when it cannot be inferred.",
+        rich_help_panel=DATA_PANEL,
+    ),
+]
+LimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--limit", help="Audit a stratified, seeded subsample of N images.", rich_help_panel=DATA_PANEL
+    ),
+]
+SeedOpt = Annotated[
+    int,
+    typer.Option("--seed", help="Seed for subsampling and every random choice.", rich_help_panel=RUN_PANEL),
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where torch runs.", rich_help_panel=RUN_PANEL)]
+BatchOpt = Annotated[
+    int, typer.Option("--batch-size", help="Images per forward pass.", rich_help_panel=RUN_PANEL)
+]
+JsonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--json",
+        help="Write the versioned JSON document to PATH ('-' for stdout).",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Global options from the app callback (set once per invocation)."""
+
+    debug: bool = False
+
+
+_settings = Settings()
+
+
+def configure(settings: Settings) -> None:
+    global _settings
+    _settings = settings
+
+
+def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{option} takes numbers separated by commas, got '{text}'") from None
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """User errors -> one line on stderr and exit code 2 (traceback only with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = _settings.debug
+        try:
+            with warnings.catch_warnings():
+                if not debug:
+                    warnings.simplefilter("ignore", FutureWarning)
+                    warnings.simplefilter("ignore", UserWarning)
+                return func(*args, **kwargs)
+        except MedauditError as exc:
+            if debug:
+                raise
+            stderr_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def load_options(
+    arch: str | None,
+    trust_checkpoint: bool,
+    mean: str | None,
+    std: str | None,
+    input_size: int | None,
+    channels: int | None,
+    device: Device,
+) -> LoadOptions:
+    spec = InputSpec(
+        channels=channels,
+        input_size=input_size,
+        mean=parse_floats(mean, "--mean"),
+        std=parse_floats(std, "--std"),
+    )
+    return LoadOptions(arch=arch, trust_checkpoint=trust_checkpoint, spec=spec, device=device.value)
+
+
+def data_spec(
+    model: AuditModel | None,
+    *,
+    dataset: str | None,
+    size: int | None,
+    split: Split,
+    data_root: Path | None,
+    download: bool,
+    data: Path | None,
+    task: str | None,
+    limit: int | None,
+    seed: int,
+) -> DataSpec:
+    """The user's data options; without any, the dataset the model card names."""
+    if dataset is None and data is None and model is not None and model.info.dataset:
+        dataset = model.info.dataset
+        size = size or model.info.dataset_size
+    return DataSpec(
+        dataset=dataset,
+        size=size,
+        split=split.value,
+        data_root=data_root,
+        download=download,
+        data=data,
+        task=Task.parse(task) if task else None,
+        limit=limit,
+        seed=seed,
+    )
+
+
+def check_json_target(target: str | None, protected: list[Path]) -> None:
+    """Fail before any work if --json cannot be written or would replace an input file."""
+    if target is None or target == "-":
+        return
+    path = Path(target)
+    if not path.parent.exists():
+        raise ConfigError(f"--json {target}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"--json {target} is a folder: give a file name")
+    for other in protected:
+        if other.exists() and path.exists() and path.resolve() == other.resolve():
+            raise ConfigError(f"--json {target} would overwrite an input file: choose another path")
+
+
+def load_model_and_data(
+    model_path: Path, options: LoadOptions, spec_args: dict[str, Any]
+) -> tuple[AuditModel, AuditData, list[str]]:
+    model = load_model(model_path, options)
+    data = load_data(data_spec(model, **spec_args))
+    warnings_ = bind_model(model, data)
+    return model, data, warnings_
+
+
+@contextmanager
+def progress_bar(console: Console, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A transient progress bar on stderr; yields an ``advance(n)`` callback."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task_id = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task_id, n)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def emit(console: Console, json_target: str | None, doc: dict[str, Any]) -> None:
+    if json_target is not None:
+        schema.write_json(doc, json_target)
+        if json_target != "-":
+            console.print(f"JSON written to {json_target}")

@@ -1,0 +1,59 @@
+"""Data sources (MedMNIST, npz, image folders) -> one ``AuditData``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medaudit.data.dataset import AuditData, stratified_indices
+from medaudit.data.files import load_image_folder, load_npz
+from medaudit.data.medmnist import load_medmnist
+from medaudit.errors import ConfigError, DataError
+from medaudit.task import Task
+
+__all__ = ["AuditData", "DataSpec", "load_data", "stratified_indices"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the user asked for; ``dataset`` may come from the model card."""
+
+    dataset: str | None = None
+    size: int | None = None
+    split: str = "test"
+    data_root: Path | None = None
+    download: bool = False
+    data: Path | None = None
+    task: Task | None = None
+    limit: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset and self.data:
+            raise ConfigError("give either --dataset or --data, not both")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+
+
+def load_data(spec: DataSpec) -> AuditData:
+    """Load what ``spec`` names, then apply the stratified ``--limit``."""
+    if spec.data is not None:
+        path = spec.data
+        if not path.exists():
+            raise DataError(f"data path {path} does not exist: check the --data argument")
+        if path.is_dir():
+            data = load_image_folder(path, spec.split, spec.size, spec.task)
+        else:
+            data = load_npz(path, spec.split, spec.task)
+    elif spec.dataset:
+        data = load_medmnist(spec.dataset, spec.split, spec.size or 28, spec.data_root, spec.download)
+        if spec.task is not None and spec.task is not data.task:
+            raise ConfigError(f"{spec.dataset} is a {data.task.value} task; drop --task for MedMNIST data")
+    else:
+        raise ConfigError(
+            "no data given: pass --dataset NAME or --data FILE|DIR, or use a model whose card names its dataset"
+        )
+    if spec.limit is not None and spec.limit < data.n:
+        indices = stratified_indices(data.labels, spec.limit, spec.seed)
+        data = data.subset(indices, {"limit": spec.limit, "limit_seed": spec.seed})
+    return data

@@ -1,0 +1,115 @@
+"""Model sources (TorchScript, torch.export, state_dict, pickled module, ONNX) -> ``AuditModel``."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from medaudit.data.medmnist import sha256_file
+from medaudit.errors import ConfigError
+from medaudit.models import formats, onnx
+from medaudit.models.bind import bind_model
+from medaudit.models.card import InputSpec, ModelCard, read_card
+from medaudit.models.wrapper import AuditModel, ModelInfo
+from medaudit.task import Task
+
+__all__ = ["AuditModel", "InputSpec", "LoadOptions", "bind_model", "load_model", "resolve_device"]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Everything the user can say about a model on the command line (flags beat the card)."""
+
+    arch: str | None = None
+    trust_checkpoint: bool = False
+    spec: InputSpec = field(default_factory=InputSpec)
+    task: Task | None = None
+    outputs: str | None = None
+    device: str = "auto"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available: use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device '{name}': use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _count_parameters(network: torch.nn.Module) -> int | None:
+    try:
+        return sum(p.numel() for p in network.parameters())
+    except RuntimeError:
+        return None
+
+
+def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
+    """Read any supported model file into an ``AuditModel`` (not yet checked against data)."""
+    path = Path(path)
+    device = resolve_device(options.device)
+    fmt = formats.detect_format(path)
+    card = read_card(path)
+    notes: list[str] = []
+    twin = None
+    if fmt == "onnx":
+        graph = onnx.read_onnx(path)
+        card = card or onnx.card_from_metadata(graph, str(path))
+        dims = onnx.input_shape(graph)
+        spec = InputSpec()
+        if len(dims) == 4:
+            channels = dims[1] if dims[1] in (1, 3) else None
+            size = dims[2] if dims[2] is not None and dims[2] == dims[3] else None
+            spec = InputSpec(channels=channels, input_size=size)
+        network = onnx.OrtNetwork(onnx.make_session(path, device))
+        twin, reason = onnx.convert_to_torch(graph)
+        if twin is None:
+            notes.append(f"black-box only: the ONNX graph did not convert to torch ({reason})")
+        if len(dims) == 4 and dims[0] is not None:
+            network = formats.FixedBatch(network, dims[0])
+            if twin is not None:  # the converted graph has the same batch size baked into its reshapes
+                twin = formats.FixedBatch(twin, dims[0])
+        loaded = formats.Loaded(network=network, format="onnx", spec=spec)
+        parameters = sum(int(torch.tensor(i.dims).prod()) for i in graph.graph.initializer)
+    else:
+        arch = options.arch or (card.arch if card else None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            if fmt == "torchscript":
+                loaded = formats.load_torchscript(path)
+            elif fmt == "export":
+                loaded = formats.load_export(path)
+            else:
+                loaded = formats.load_torch_save(path, arch, options.trust_checkpoint)
+        parameters = _count_parameters(loaded.network)
+        if loaded.fixed_batch:
+            notes.append(f"exported for batch size {loaded.fixed_batch}: batches are padded to it")
+            loaded.network = formats.FixedBatch(loaded.network, loaded.fixed_batch)
+    card = card or ModelCard()
+    spec = loaded.spec.overridden_by(card.spec).overridden_by(options.spec)
+    info = ModelInfo(
+        path=str(path),
+        format=loaded.format,
+        sha256=sha256_file(path),
+        parameters=parameters,
+        card=card.path,
+        arch=loaded.arch,
+        dataset=card.dataset,
+        dataset_size=card.dataset_size,
+        notes=notes,
+    )
+    model = AuditModel(
+        loaded.network,
+        spec,
+        info,
+        task=options.task or card.task,
+        class_names=card.class_names,
+        outputs=options.outputs or card.outputs,
+        twin=twin,
+    )
+    return model.to(device)

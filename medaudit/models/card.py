@@ -1,0 +1,140 @@
+"""The preprocessing spec and the sidecar model card ``<model>.json``.
+
+A card sits next to the model (``model.pt`` -> ``model.json``) and is shared by
+every format of one model. Keys (all optional)::
+
+    {"name": "...", "dataset": {"name": "pneumoniamnist", "size": 28},
+     "task": "binary-class", "class_names": ["normal", "pneumonia"],
+     "outputs": "logits" | "probabilities", "arch": "rescnn",
+     "preprocessing": {"input_size": 28, "channels": 1, "mean": [0.5], "std": [0.5]},
+     "training": {...}, "metrics": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from medaudit.errors import ConfigError, ModelLoadError
+from medaudit.task import Task
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the network expects; the wrapper turns [0,1] data into this.
+
+    ``None`` means "take it from the data as it is".
+    """
+
+    channels: int | None = None
+    input_size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.channels is not None and self.channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
+        if self.input_size is not None and self.input_size < 1:
+            raise ConfigError(f"input size must be positive, got {self.input_size}")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ConfigError(f"std values must be positive, got {list(self.std)}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and len(values) not in (1, 3):
+                raise ConfigError(f"{name} has {len(values)} values: give 1 value or 3 (one per RGB channel)")
+            if values is not None and self.channels and len(values) not in (1, self.channels):
+                raise ConfigError(
+                    f"{name} has {len(values)} values but the model takes {self.channels} channels"
+                )
+
+    def overridden_by(self, other: InputSpec) -> InputSpec:
+        """Fields set in ``other`` win."""
+        changes = {k: v for k, v in vars(other).items() if v is not None}
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channels": self.channels,
+            "input_size": self.input_size,
+            "mean": list(self.mean) if self.mean is not None else None,
+            "std": list(self.std) if self.std is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a card (or ONNX metadata) tells about a model."""
+
+    spec: InputSpec = field(default_factory=InputSpec)
+    task: Task | None = None
+    class_names: tuple[str, ...] | None = None
+    outputs: str | None = None
+    arch: str | None = None
+    dataset: str | None = None
+    dataset_size: int | None = None
+    path: str | None = None
+    raw: dict[str, Any] | None = None
+
+
+def _floats(value: Any, where: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return (float(value),)
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"{where}: mean/std must be numbers or lists of numbers") from None
+
+
+def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
+    """Validate a card's fields; raise ModelLoadError naming the bad key."""
+    if not isinstance(doc, dict):
+        raise ModelLoadError(f"{where} is not a JSON object: see the README's model card format")
+    pre = doc.get("preprocessing") or {}
+    dataset = doc.get("dataset")
+    if isinstance(dataset, str):
+        dataset = {"name": dataset}
+    try:
+        spec = InputSpec(
+            channels=pre.get("channels"),
+            input_size=pre.get("input_size"),
+            mean=_floats(pre.get("mean"), where),
+            std=_floats(pre.get("std"), where),
+        )
+        task = Task.parse(doc["task"]) if doc.get("task") else None
+    except ConfigError as exc:
+        raise ModelLoadError(f"{where}: {exc}") from None
+    outputs = doc.get("outputs")
+    if outputs not in (None, "logits", "probabilities"):
+        raise ModelLoadError(f"{where}: 'outputs' must be 'logits' or 'probabilities'")
+    names = doc.get("class_names")
+    return ModelCard(
+        spec=spec,
+        task=task,
+        class_names=tuple(str(n) for n in names) if names else None,
+        outputs=outputs,
+        arch=doc.get("arch"),
+        dataset=(dataset or {}).get("name"),
+        dataset_size=(dataset or {}).get("size"),
+        path=where,
+        raw=doc,
+    )
+
+
+def card_path_for(model_path: Path) -> Path:
+    return model_path.with_suffix(".json")
+
+
+def read_card(model_path: Path) -> ModelCard | None:
+    """The sidecar card, or None when there is none."""
+    path = card_path_for(model_path)
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"model card {path} is not valid JSON ({exc}): fix or remove it") from None
+    return card_from_dict(doc, str(path))

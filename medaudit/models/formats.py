@@ -1,0 +1,241 @@
+"""Read each model format into a torch module plus what the file says about its input.
+
+No code from a file runs before we know it is safe: pickled whole modules are
+refused unless ``--trust-checkpoint`` is given (``weights_only=True`` loading
+rejects them without executing anything).
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medaudit.errors import ConfigError, ModelLoadError
+from medaudit.models.archs import architectures
+from medaudit.models.card import InputSpec
+from medaudit.registry import import_object
+
+# torch.save's legacy (non-zip) files start with this pickled magic number.
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"
+
+
+@dataclass
+class Loaded:
+    """A network and what its file told us."""
+
+    network: nn.Module
+    format: str
+    spec: InputSpec = field(default_factory=InputSpec)
+    arch: str | None = None
+    fixed_batch: int | None = None
+
+
+def detect_format(path: Path) -> str:
+    """'torchscript', 'export', 'torch-save' or 'onnx', from the file's content."""
+    if not path.exists():
+        raise ModelLoadError(f"model file {path} does not exist: check the path")
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder: give the model file itself")
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ModelLoadError(f"{path} is a damaged archive ({exc}): save the model again") from None
+        if any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("archive_format") or "/models/" in n for n in names):
+            return "export"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch-save"
+        raise ModelLoadError(f"{path} is a zip archive but not a PyTorch model: check the file")
+    with open(path, "rb") as handle:
+        head = handle.read(len(LEGACY_TORCH_MAGIC))
+    if head == LEGACY_TORCH_MAGIC:
+        return "torch-save"
+    if path.suffix.lower() in (".pt", ".pth", ".pt2", ".ckpt", ".bin"):
+        raise ModelLoadError(
+            f"{path} is not a readable PyTorch archive (corrupt or truncated?): save or copy it again"
+        )
+    raise ModelLoadError(
+        f"cannot tell the format of {path}: use TorchScript/state_dict (.pt), torch.export (.pt2) or ONNX (.onnx)"
+    )
+
+
+def load_torchscript(path: Path) -> Loaded:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            network = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load TorchScript file {path} ({first}): save it again") from None
+    return Loaded(network=network, format="torchscript")
+
+
+def load_export(path: Path) -> Loaded:
+    """A ``torch.export`` archive; its example input gives channels and size."""
+    try:
+        program = torch.export.load(str(path))
+    except (RuntimeError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"cannot load torch.export archive {path} ({exc}): export it again") from None
+    user_inputs = set(program.graph_signature.user_inputs)
+    shapes = [
+        node.meta["val"].shape
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in user_inputs and "val" in node.meta
+    ]
+    spec, fixed = InputSpec(), None
+    if len(shapes) == 1 and len(shapes[0]) == 4:
+        batch, channels, height, width = shapes[0]
+        if isinstance(channels, int) and channels in (1, 3):
+            spec = InputSpec(channels=channels)
+        if isinstance(height, int) and height == width:
+            spec = InputSpec(channels=spec.channels, input_size=height)
+        if isinstance(batch, int):
+            fixed = batch
+    return Loaded(network=ExportedNetwork(program.module()), format="export", spec=spec, fixed_batch=fixed)
+
+
+class ExportedNetwork(nn.Module):
+    """Holds a ``torch.export`` module, whose ``train()``/``eval()`` raise NotImplementedError.
+
+    The graph's train/eval behaviour was fixed at export time, so switching mode
+    is a no-op here instead of an error (``AuditModel`` calls ``eval()``).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def train(self, mode: bool = True) -> ExportedNetwork:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    """Plain state_dicts and the common {'state_dict': ...} / {'model': ...} wrappers."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return {k.removeprefix("module."): v for k, v in obj.items()}
+    return None
+
+
+def _shape_hints(state: dict[str, torch.Tensor]) -> dict[str, int]:
+    """in_channels from the first conv weight, num_classes from the last 2-D weight."""
+    hints = {}
+    convs = [v for v in state.values() if v.ndim == 4]
+    linears = [v for k, v in state.items() if v.ndim == 2 and k.endswith("weight")]
+    if convs:
+        hints["in_channels"] = int(convs[0].shape[1])
+    if linears:
+        hints["num_classes"] = int(linears[-1].shape[0])
+    return hints
+
+
+def build_arch(arch: str, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Call a built-in or user factory with the kwargs it accepts, then load weights."""
+    factory = import_object(arch) if ":" in arch else architectures.get(arch)
+    if not callable(factory):
+        raise ConfigError(f"--arch {arch} is not callable: name a function or class")
+    hints = _shape_hints(state)
+    try:
+        accepted = inspect.signature(factory).parameters
+        kwargs = {k: v for k, v in hints.items() if k in accepted}
+    except (TypeError, ValueError):
+        kwargs = {}
+    network = factory(**kwargs)
+    if not isinstance(network, nn.Module):
+        raise ConfigError(f"--arch {arch} returned {type(network).__name__}, not a torch nn.Module")
+    result = network.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {', '.join(result.missing_keys[:3])}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {', '.join(result.unexpected_keys[:3])}")
+    if problems:
+        raise ModelLoadError(
+            f"the checkpoint does not fit --arch {arch} ({'; '.join(problems)}): choose the architecture it was trained with"
+        )
+    return network
+
+
+def load_torch_save(path: Path, arch: str | None, trust_checkpoint: bool) -> Loaded:
+    """A ``torch.save`` file: a state_dict (needs an architecture) or a pickled module."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not trust_checkpoint:
+            raise ModelLoadError(
+                f"{path} holds a pickled Python object and unpickling runs code from the file, so it is refused: "
+                "re-save it as TorchScript, torch.export or a state_dict (with --arch), "
+                "or pass --trust-checkpoint if you trust where it came from"
+            ) from None
+        return _load_trusted(path)
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"cannot read {path} ({exc}): the file is corrupt or truncated") from None
+    state = _unwrap_state_dict(obj)
+    if state is None:
+        raise ModelLoadError(
+            f"{path} holds a {type(obj).__name__}, not a model or state_dict: save model.state_dict()"
+        )
+    if arch is None:
+        raise ConfigError(
+            f"{path} is a state_dict: pass --arch NAME ({', '.join(architectures.names())}) "
+            "or --arch package.module:factory"
+        )
+    network = build_arch(arch, state)
+    hints = _shape_hints(state)
+    return Loaded(
+        network=network, format="state_dict", spec=InputSpec(channels=hints.get("in_channels")), arch=arch
+    )
+
+
+def _load_trusted(path: Path) -> Loaded:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=False)
+    except (AttributeError, ModuleNotFoundError) as exc:
+        raise ModelLoadError(
+            f"cannot unpickle {path} ({exc}): the code that defined the model must be importable"
+        ) from None
+    if isinstance(obj, nn.Module):
+        return Loaded(network=obj, format="pickled-module")
+    state = _unwrap_state_dict(obj)
+    if state is not None:
+        raise ConfigError(f"{path} is a state_dict: pass --arch instead of --trust-checkpoint")
+    raise ModelLoadError(f"{path} unpickled to a {type(obj).__name__}, not a torch nn.Module")
+
+
+class FixedBatch(nn.Module):
+    """Feed a network exported for one batch size with any batch (pad, then trim)."""
+
+    def __init__(self, network: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.network = network
+        self.batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for chunk in x.split(self.batch):
+            n = len(chunk)
+            if n < self.batch:
+                pad = chunk[-1:].expand(self.batch - n, *chunk.shape[1:])
+                chunk = torch.cat([chunk, pad])
+            outputs.append(self.network(chunk)[:n])
+        return torch.cat(outputs)

@@ -1,0 +1,132 @@
+"""ONNX models: onnxruntime for inference, a converted torch twin for gradients.
+
+The twin (onnx2pytorch) is used only after its logits match onnxruntime on the
+audit data (``verify_twin``); otherwise the model is black-box only.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medaudit.errors import ModelLoadError
+from medaudit.models.card import ModelCard, card_from_dict
+
+TWIN_TOLERANCE = 1e-3  # max |logit difference| twin vs onnxruntime, relative to the logit scale
+
+
+class OrtNetwork(nn.Module):
+    """Runs an onnxruntime session on torch tensors (no gradients)."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        out = self.session.run(None, {self.input_name: array})[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+
+
+def read_onnx(path: Path) -> Any:
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError/ValueError/OSError variants
+        raise ModelLoadError(
+            f"cannot read {path} as ONNX ({type(exc).__name__}): the file is corrupt or not ONNX"
+        ) from None
+    if len(model.graph.input) == 0 or len(model.graph.node) == 0:
+        raise ModelLoadError(f"{path} has an empty ONNX graph: export the model again")
+    return model
+
+
+def input_shape(model: Any) -> list[int | None]:
+    """The first non-initializer input's dims (None where symbolic)."""
+    initializers = {i.name for i in model.graph.initializer}
+    graph_input = next(i for i in model.graph.input if i.name not in initializers)
+    return [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+
+
+def card_from_metadata(model: Any, where: str) -> ModelCard | None:
+    """``metadata_props``: a whole card under 'medaudit_card', or loose keys."""
+    props = {p.key: p.value for p in model.metadata_props}
+    if "medaudit_card" in props:
+        try:
+            return card_from_dict(json.loads(props["medaudit_card"]), f"{where} metadata")
+        except json.JSONDecodeError:
+            raise ModelLoadError(f"{where}: metadata 'medaudit_card' is not JSON") from None
+    loose: dict[str, Any] = {}
+    pre = {}
+    for key in ("mean", "std"):
+        if key in props:
+            pre[key] = [float(v) for v in props[key].replace("[", "").replace("]", "").split(",")]
+    for key in ("input_size", "channels"):
+        if key in props:
+            pre[key] = int(props[key])
+    if pre:
+        loose["preprocessing"] = pre
+    for key in ("task", "dataset", "outputs"):
+        if key in props:
+            loose[key] = props[key]
+    if "class_names" in props:
+        loose["class_names"] = [s.strip() for s in props["class_names"].split(",")]
+    return card_from_dict(loose, f"{where} metadata") if loose else None
+
+
+def make_session(path: Path, device: torch.device) -> Any:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(str(path), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        first = str(exc).splitlines()[0][:200]
+        raise ModelLoadError(f"onnxruntime cannot open {path} ({first}): check the export") from None
+
+
+def _drop_identities(model: Any) -> Any:
+    """Remove Identity nodes (the legacy exporter wraps weights in them; converters choke)."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.output[0] not in outputs:
+            rename[node.output[0]] = rename.get(node.input[0], node.input[0])
+        else:
+            kept.append(node)
+    for node in kept:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
+
+
+def convert_to_torch(model: Any) -> tuple[nn.Module | None, str]:
+    """A differentiable twin, or None and the reason it did not convert."""
+    import copy
+
+    try:
+        from onnx2pytorch import ConvertModel
+    except ImportError as exc:
+        return None, f"onnx2pytorch is not importable ({exc})"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            twin = ConvertModel(_drop_identities(copy.deepcopy(model)), experimental=True)
+    except Exception as exc:  # converter failures are open-ended; any means "black-box"
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    return twin.eval(), ""

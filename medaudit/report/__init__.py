@@ -1,0 +1,1 @@
+"""Outputs: the versioned JSON document and rich tables."""

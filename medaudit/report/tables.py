@@ -1,0 +1,79 @@
+"""Rich tables for the terminal (always on stderr when JSON goes to stdout)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _gradients(value: bool | str) -> str:
+    if isinstance(value, str):
+        return value
+    return "yes" if value else "no (black-box: score-based attacks only)"
+
+
+def info_table(desc: dict[str, Any]) -> Table:
+    table = Table(title="Model", show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    spec = desc["input"]
+    rows = [
+        ("file", desc["path"]),
+        ("format", desc["format"]),
+        ("backend", desc["backend"]),
+        ("sha256", desc["sha256"][:16] + "…"),
+        ("parameters", f"{desc['parameters']:,}" if desc["parameters"] is not None else "-"),
+        ("model card", desc["card"] or "none"),
+        ("architecture", desc["arch"] or "-"),
+        ("input channels", _fmt(spec["channels"]) if spec["channels"] else "as the data"),
+        ("input size", f"{spec['input_size']} px" if spec["input_size"] else "as the data"),
+        (
+            "mean / std",
+            f"{spec['mean']} / {spec['std']}" if spec["mean"] or spec["std"] else "none (data used as [0,1])",
+        ),
+        ("task", desc["task"] or "from the data"),
+        ("classes", ", ".join(desc["class_names"]) if desc["class_names"] else "from the data"),
+        ("outputs", desc["outputs"]),
+        ("gradients", _gradients(desc["gradients"])),
+    ]
+    for note in desc["notes"]:
+        rows.append(("note", note))
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+def eval_tables(results: dict[str, Any], title: str) -> list[Table]:
+    summary = Table(title=title, title_justify="left")
+    for column in ("n", "accuracy", "balanced acc.", "AUC"):
+        summary.add_column(column, justify="right")
+    summary.add_row(
+        str(results["n"]),
+        _fmt(results["accuracy"]),
+        _fmt(results["balanced_accuracy"]),
+        _fmt(results["auc"]),
+    )
+    names = list(results["per_class_recall"])
+    per_class = Table(title="Per class", title_justify="left")
+    per_class.add_column("class")
+    per_class.add_column("recall", justify="right")
+    multi_label = results["task"].startswith("multi-label")
+    if not multi_label:
+        for name in names:
+            per_class.add_column(f"→ {name}", justify="right")
+    for i, name in enumerate(names):
+        row = [name, _fmt(results["per_class_recall"][name])]
+        if not multi_label:
+            row += [str(c) for c in results["confusion_matrix"][i]]
+        per_class.add_row(*row)
+    return [summary, per_class]

@@ -1,0 +1,111 @@
+"""Shared fixtures: seeded tiny CNNs, synthetic data files and the real MedMNIST folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout without installing the package
+    sys.path.insert(0, str(REPO))
+
+from medaudit.data import AuditData  # noqa: E402
+from medaudit.models.archs.small_cnn import SmallCNN  # noqa: E402
+from medaudit.task import Task  # noqa: E402
+
+DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data" / "medmnist"
+
+
+def seeded_cnn(in_channels: int = 1, num_classes: int = 2, width: int = 4, seed: int = 0) -> SmallCNN:
+    """A SmallCNN with seeded weights and non-trivial BatchNorm parameters and statistics, in eval mode."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SmallCNN(in_channels, num_classes, width=width)
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.weight.uniform_(0.5, 1.5)
+                    module.bias.uniform_(-0.2, 0.2)
+                    module.running_mean.uniform_(-0.2, 0.2)
+                    module.running_var.uniform_(0.5, 1.5)
+            # default init gives near-constant logits after global pooling; spread them out so
+            # comparisons between formats and images are not trivially within tolerance
+            model.classifier.weight.mul_(30.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def make_cnn() -> Callable[..., SmallCNN]:
+    """Factory: ``make_cnn(in_channels=1, num_classes=2, width=4, seed=0)``."""
+    return seeded_cnn
+
+
+def random_images(n: int, channels: int = 1, size: int = 28, seed: int = 0) -> torch.Tensor:
+    """uint8 noise with a different brightness per image (so models tell the images apart)."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.rand(n, channels, size, size, generator=generator)
+    brightness = torch.rand(n, 1, 1, 1, generator=generator)
+    return ((noise + brightness) * 127.5).round().to(torch.uint8)
+
+
+def make_audit_data(
+    n: int = 12, channels: int = 1, size: int = 28, num_classes: int = 2, seed: int = 0
+) -> AuditData:
+    labels = torch.arange(n) % num_classes
+    task = Task.BINARY if num_classes == 2 else Task.MULTI_CLASS
+    return AuditData(
+        images=random_images(n, channels, size, seed),
+        labels=labels,
+        task=task,
+        class_names=tuple(f"c{i}" for i in range(num_classes)),
+        identity={"source": "synthetic"},
+    )
+
+
+@pytest.fixture(scope="session")
+def audit_data() -> Callable[..., AuditData]:
+    """Factory: ``audit_data(n=12, channels=1, size=28, num_classes=2, seed=0)`` (uint8 images)."""
+    return make_audit_data
+
+
+@pytest.fixture
+def write_npz(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``write_npz(name, **arrays)`` saves an .npz under tmp_path and returns its path."""
+
+    def write(name: str = "data.npz", **arrays: np.ndarray) -> Path:
+        path = tmp_path / name
+        np.savez(path, **arrays)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def synthetic_npz(write_npz: Callable[..., Path]) -> Path:
+    """MedMNIST layout: train/test splits, N x H x W uint8 images, (N, 1) labels 0/1."""
+    rng = np.random.default_rng(0)
+    return write_npz(
+        "synthetic.npz",
+        train_images=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        train_labels=(np.arange(20) % 2).reshape(-1, 1),
+        test_images=rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        test_labels=(np.arange(10) % 2).reshape(-1, 1),
+    )
+
+
+@pytest.fixture(scope="session")
+def real_data_root() -> Path:
+    """The folder with the real MedMNIST files; CI must have it, elsewhere its absence skips."""
+    root = Path(os.environ.get("MEDAUDIT_DATA_ROOT", DEFAULT_DATA_ROOT))
+    if not root.is_dir():
+        message = f"real MedMNIST data folder {root} is missing (set MEDAUDIT_DATA_ROOT)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must use the real data: {message}")
+        pytest.skip(message)
+    return root
