@@ -65,6 +65,11 @@ class AuditData:
             return chunk.float().div_(255.0)
         return chunk.float()
 
+    def float_at(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The images at ``indices`` as float32 in [0, 1]."""
+        chunk = self.images[torch.as_tensor(indices, dtype=torch.long)]
+        return chunk.float().div_(255.0) if chunk.dtype == torch.uint8 else chunk.float()
+
     def batches(self, batch_size: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """Yield (start index, float images in [0,1], labels) in order."""
         for start in range(0, self.n, batch_size):
