@@ -77,3 +77,59 @@ def eval_tables(results: dict[str, Any], title: str) -> list[Table]:
             row += [str(c) for c in results["confusion_matrix"][i]]
         per_class.add_row(*row)
     return [summary, per_class]
+
+
+def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: str) -> list[Table]:
+    sweep = Table(title=title, title_justify="left")
+    for column in ("eps", "×1/255", "attack", "clean", "robust", "success", "AUC adv", "max δ∞"):
+        sweep.add_column(column, justify="left" if column == "attack" else "right")
+    several = len(results["attacks"]) > 1
+    for record in results["sweep"]:
+        worst = record["attack"] == "worst-case"
+        if not worst and not several:
+            continue
+        pert = record.get("perturbation", {})
+        sweep.add_row(
+            f"{record['eps']:.5f}",
+            f"{record['eps'] * 255:.2g}",
+            "[bold]all[/]" if worst else f"[dim]{record['attack']}[/]",
+            _fmt(record["clean_accuracy"], 3),
+            f"[bold]{_fmt(record['robust_accuracy'], 3)}[/]" if worst else _fmt(record["robust_accuracy"], 3),
+            _fmt(record["attack_success_rate"], 3),
+            _fmt(record.get("auc_under_attack"), 3),
+            _fmt(pert.get("max_linf"), 5) if pert else "",
+            end_section=worst,
+        )
+    curve = results["curve"]
+    sweep.caption = (
+        f"n = {results['n']}; robust = clean-correct and survives every attack and restart "
+        f"({', '.join(results['attacks'])}); rows per attack are cumulative; "
+        f"normalised area under the curve {curve['normalised_area']:.4f}"
+    )
+    honesty = Table(title="Honesty checks", title_justify="left")
+    honesty.add_column("check")
+    honesty.add_column("result")
+    honesty.add_column("detail")
+    for check in checks:
+        honesty.add_row(
+            check["check"], "[green]pass[/]" if check["passed"] else "[bold red]FAIL[/]", check["detail"]
+        )
+    return [sweep, honesty]
+
+
+def margin_table(results: dict[str, Any], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("quantile")
+    table.add_column("minimal eps", justify="right")
+    table.add_column("grey levels", justify="right")
+    for name, value in results["quantiles"].items():
+        shown = "-" if value is None else ("> eps max" if math.isinf(value) else f"{value:.5f}")
+        levels = "" if value is None or math.isinf(value) else f"{value * 255:.2f}/255"
+        table.add_row(name, shown, levels)
+    flipped = results["flipped_at_1_255"]
+    table.caption = (
+        f"{results['n_attacked']} clean-correct of {results['n']} attacked with {results['attack']}; "
+        f"{results['n_censored']} not flipped within eps {results['eps_max']:.4g}; "
+        f"flipped at ≤ 1/255: {_fmt(flipped, 3)}; tolerance {results['tolerance']:.2g}"
+    )
+    return table

@@ -277,13 +277,78 @@ def check_json_target(target: str | None, protected: list[Path]) -> None:
             raise ConfigError(f"--json {target} would overwrite an input file: choose another path")
 
 
-def load_model_and_data(
-    model_path: Path, options: LoadOptions, spec_args: dict[str, Any]
-) -> tuple[AuditModel, AuditData, list[str]]:
-    model = load_model(model_path, options)
-    data = load_data(data_spec(model, **spec_args))
-    warnings_ = bind_model(model, data)
-    return model, data, warnings_
+@dataclass
+class Prepared:
+    """A bound model, its data, and the configuration that produced them (for the JSON)."""
+
+    model: AuditModel
+    data: AuditData
+    warnings: list[str]
+    config: dict[str, Any]
+
+
+def prepare(
+    model: Path,
+    *,
+    arch: str | None,
+    trust_checkpoint: bool,
+    mean: str | None,
+    std: str | None,
+    input_size: int | None,
+    channels: int | None,
+    device: Device,
+    dataset: str | None,
+    size: int | None,
+    split: Split,
+    data_root: Path | None,
+    download: bool,
+    data: Path | None,
+    task: str | None,
+    limit: int | None,
+    seed: int,
+    json_target: str | None,
+) -> Prepared:
+    """Everything an audit command does before auditing: check --json, load, bind."""
+    check_json_target(json_target, [p for p in (model, data) if p is not None])
+    options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device)
+    audit_model = load_model(model, options)
+    spec = data_spec(
+        audit_model,
+        dataset=dataset,
+        size=size,
+        split=split,
+        data_root=data_root,
+        download=download,
+        data=data,
+        task=task,
+        limit=limit,
+        seed=seed,
+    )
+    audit_data = load_data(spec)
+    warnings_ = bind_model(audit_model, audit_data)
+    config = {
+        "device": device.value,
+        "load": {
+            "arch": arch,
+            "trust_checkpoint": trust_checkpoint,
+            "spec_overrides": options.spec.to_dict(),
+        },
+        "data": {
+            "dataset": spec.dataset,
+            "size": spec.size,
+            "split": spec.split,
+            "data": str(spec.data) if spec.data else None,
+            "task": spec.task.value if spec.task else None,
+            "limit": spec.limit,
+            "seed": spec.seed,
+        },
+    }
+    return Prepared(audit_model, audit_data, warnings_, config)
+
+
+def print_warnings(console: Console, warnings_: list[str]) -> None:
+    for warning in warnings_:
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 
 
 @contextmanager

@@ -1,0 +1,173 @@
+"""What every attack shares: the interface, per-sample losses and projections.
+
+An attack is a frozen dataclass with its hyperparameters; calling it on a batch
+returns adversarial images within the budget:
+
+    attack(model, x, y, eps=0.004, norm="linf", generator=g) -> x_adv
+
+``x`` is float [0, 1] N x C x H x W, ``y`` the labels ((N,) or (N, L) for
+multi-label). ``eps`` is in [0, 1] pixel units; the model wrapper normalises.
+Every returned image satisfies ``||x_adv - x||_p <= eps`` and ``0 <= x_adv <= 1``
+exactly, and an attack keeps, per sample, the first iterate that misclassifies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from medaudit.models import AuditModel
+from medaudit.registry import Registry
+from medaudit.task import Task
+
+NORMS = ("linf", "l2")
+Eps = float | torch.Tensor  # a budget for the whole batch, or one per sample (N,)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """Base class; subclasses implement ``perturb``."""
+
+    name: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = True
+    norms: ClassVar[tuple[str, ...]] = NORMS
+
+    def __call__(
+        self,
+        model: AuditModel,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: Eps,
+        norm: str,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        if len(x) == 0 or (not isinstance(eps, torch.Tensor) and eps == 0):
+            return x.clone()
+        x_adv = self.perturb(model, x, y, eps=eps, norm=norm, generator=generator)
+        return project(x, x_adv, eps, norm)
+
+    def perturb(
+        self,
+        model: AuditModel,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: Eps,
+        norm: str,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+attacks: Registry[type[Attack]] = Registry("attack")
+
+
+# ---- per-sample correctness and losses (higher loss = closer to a wrong answer) ----
+
+
+def is_correct(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+    """Per-sample correctness; multi-label counts a sample correct only if every label is."""
+    if task is Task.MULTI_LABEL:
+        return ((logits > 0).long() == y).all(dim=1)
+    return logits.argmax(dim=1) == y
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+    """Per-sample CE; per-label BCE summed for multi-label."""
+    if task is Task.MULTI_LABEL:
+        return F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none").sum(dim=1)
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+    """CW margin: best wrong logit minus true logit (> 0 means misclassified).
+
+    Multi-label: the largest signed margin over labels (the label closest to flipping).
+    """
+    if task is Task.MULTI_LABEL:
+        return (-(2 * y.float() - 1) * logits).max(dim=1).values
+    true = logits.gather(1, y[:, None])[:, 0]
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return others.max(dim=1).values - true
+
+
+def dlr(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein 2020), scale invariant; needs >= 3 classes."""
+    sorted_logits, _ = logits.sort(dim=1, descending=True)
+    denominator = sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12
+    return margin(logits, y, task) / denominator
+
+
+LOSSES = {"ce": cross_entropy, "margin": margin, "dlr": dlr}
+
+
+# ---- budget geometry ----
+
+
+def _flat_norm(delta: torch.Tensor) -> torch.Tensor:
+    return delta.flatten(1).norm(dim=1).view(-1, *([1] * (delta.ndim - 1)))
+
+
+def eps_view(eps: Eps, x: torch.Tensor) -> Eps:
+    """A per-sample eps tensor (N,) becomes (N, 1, 1, 1); a float stays a float."""
+    if isinstance(eps, torch.Tensor):
+        return eps.to(x.device, x.dtype).view(-1, *([1] * (x.ndim - 1)))
+    return eps
+
+
+def project(x: torch.Tensor, x_adv: torch.Tensor, eps: Eps, norm: str) -> torch.Tensor:
+    """Into the eps-ball around ``x``, then into [0, 1] (which only shrinks the step).
+
+    ``eps`` is a float or a per-sample tensor (N,).
+    """
+    eps = eps_view(eps, x)
+    delta = x_adv - x
+    if norm == "linf":
+        delta = torch.maximum(torch.minimum(delta, torch.as_tensor(eps)), -torch.as_tensor(eps))
+    else:
+        length = _flat_norm(delta)
+        delta = delta * torch.clamp(torch.as_tensor(eps) / length.clamp_min(1e-12), max=1.0)
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def random_start(x: torch.Tensor, eps: Eps, norm: str, generator: torch.Generator) -> torch.Tensor:
+    """Uniform in the L-inf ball, or uniform direction and radius in the L2 ball."""
+    eps_v = eps_view(eps, x)
+
+    def draw(kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+        sample = torch.rand if kind == "uniform" else torch.randn
+        return sample(shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+
+    if norm == "linf":
+        delta = (2 * draw("uniform", tuple(x.shape)) - 1) * eps_v
+    else:
+        direction = draw("normal", tuple(x.shape))
+        direction = direction / _flat_norm(direction).clamp_min(1e-12)
+        radius = draw("uniform", (len(x),)).view(-1, *([1] * (x.ndim - 1)))
+        delta = direction * radius * eps_v
+    return project(x, x + delta, eps, norm)
+
+
+def steepest_step(grad: torch.Tensor, step_size: Eps, norm: str) -> torch.Tensor:
+    """Sign of the gradient for L-inf, the normalised gradient for L2."""
+    step_size = eps_view(step_size, grad)
+    if norm == "linf":
+        return step_size * grad.sign()
+    return step_size * grad / _flat_norm(grad).clamp_min(1e-12)
+
+
+def loss_and_grad(
+    model: AuditModel, x: torch.Tensor, y: torch.Tensor, loss_name: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(per-sample loss, logits, d loss / d x), one forward and one backward."""
+    task = model.task
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        loss = LOSSES[loss_name](logits, y, task)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return loss.detach(), logits.detach(), grad.detach()

@@ -1,0 +1,76 @@
+"""From what the user typed (``--eps``, ``--attack``, effort flags) to an ``AttackConfig``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from medaudit.attacks.base import attacks
+from medaudit.attacks.sweep import AttackConfig
+from medaudit.errors import ConfigError
+from medaudit.models import AuditModel
+
+WHITE_BOX_AUTO = ("apgd-ce", "apgd-dlr", "square")
+BLACK_BOX_AUTO = ("square",)
+
+
+def parse_eps(text: str) -> tuple[float, ...]:
+    """'0.004', '0.001,0.002' or '1/255,2/255' -> sorted distinct floats."""
+    values = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            numerator, _, denominator = part.partition("/")
+            values.add(float(numerator) / float(denominator) if denominator else float(numerator))
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"--eps takes numbers or fractions like 0.004 or 1/255, got '{part}'") from None
+    return tuple(sorted(values))
+
+
+def plan_attacks(requested: str, model: AuditModel) -> tuple[tuple[str, ...], list[str]]:
+    """Expand 'auto' for this model; refuse white-box attacks on a black-box model."""
+    notes = []
+    names = [n.strip() for n in requested.split(",") if n.strip()]
+    if names == ["auto"]:
+        if model.has_gradients:
+            names = list(WHITE_BOX_AUTO)
+        else:
+            names = list(BLACK_BOX_AUTO)
+            notes.append(
+                "the model is black-box only (no verified gradients): auto uses the square attack alone"
+            )
+    for name in names:
+        attack = attacks.get(name)
+        if attack.needs_gradients and not model.has_gradients:
+            raise ConfigError(f"{name} needs gradients but this model is black-box only: use --attack square")
+    if len(set(names)) != len(names):
+        raise ConfigError("--attack lists an attack twice")
+    return tuple(names), notes
+
+
+def attack_params(names: tuple[str, ...], **effort: Any) -> dict[str, dict[str, Any]]:
+    """Give each attack the effort flags it has a field for (steps, restarts, step_size, queries)."""
+    params: dict[str, dict[str, Any]] = {}
+    for name in names:
+        fields = {f.name for f in dataclasses.fields(attacks.get(name))}
+        chosen = {k: v for k, v in effort.items() if v is not None and k in fields}
+        if chosen:
+            params[name] = chosen
+    return params
+
+
+def build_config(
+    requested: str, model: AuditModel, eps: str, norm: str, batch_size: int, seed: int, **effort: Any
+) -> tuple[AttackConfig, list[str]]:
+    names, notes = plan_attacks(requested, model)
+    config = AttackConfig(
+        attacks=names,
+        eps=parse_eps(eps),
+        norm=norm,
+        params=attack_params(names, **effort),
+        batch_size=batch_size,
+        seed=seed,
+    )
+    for name in names:
+        config.build(name)  # hyperparameters are validated at construction
+    return config, notes

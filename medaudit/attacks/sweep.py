@@ -1,0 +1,250 @@
+"""The worst-case sweep: every attack, every restart, every eps, counted per sample.
+
+AutoAttack's bookkeeping: a sample is robust at eps only if it is clean-correct
+and survives every attack in the plan. Each attack runs only on the samples
+still robust, and eps values are visited in increasing order so a sample broken
+at a smaller eps is broken at every larger one (the smaller ball lies inside the
+larger), which is both the honest count and the fast one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from medaudit.attacks.base import NORMS, Attack, attacks, is_correct
+from medaudit.data import AuditData
+from medaudit.errors import ConfigError
+from medaudit.metrics import classification_metrics
+from medaudit.models import AuditModel
+from medaudit.task import Task
+
+NOT_BROKEN = -1
+CLEAN_WRONG = -2
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """A whole sweep; ``attacks`` are registry names, already planned (no 'auto')."""
+
+    attacks: tuple[str, ...]
+    eps: tuple[float, ...]
+    norm: str = "linf"
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(f"--norm must be linf or l2, got '{self.norm}'")
+        if not self.eps:
+            raise ConfigError("--eps needs at least one value")
+        for eps in self.eps:
+            if not (0 <= eps <= (1.0 if self.norm == "linf" else float("inf"))):
+                raise ConfigError(f"eps {eps} is outside [0, 1] pixel units: use e.g. 0.004 or 1/255")
+        if list(self.eps) != sorted(set(self.eps)):
+            raise ConfigError("eps values must be distinct and increasing")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        for name in self.attacks:
+            attacks.get(name)
+
+    def build(self, name: str) -> Attack:
+        return attacks.get(name)(**self.params.get(name, {}))
+
+
+@dataclass(frozen=True)
+class EpsOutcome:
+    """Per-sample facts at one eps."""
+
+    eps: float
+    broken_by: np.ndarray  # int8[n]: index into config.attacks, NOT_BROKEN or CLEAN_WRONG
+    adv_logits: torch.Tensor  # logits at each sample's worst point (clean logits if never attacked)
+    linf: np.ndarray  # float[n] perturbation actually used
+    l2: np.ndarray
+
+    @property
+    def robust(self) -> np.ndarray:
+        return self.broken_by == NOT_BROKEN
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    config: AttackConfig
+    task: Task
+    class_names: tuple[str, ...]
+    labels: torch.Tensor
+    clean_logits: torch.Tensor
+    clean_correct: np.ndarray
+    outcomes: tuple[EpsOutcome, ...]
+    notes: tuple[str, ...] = ()
+    adversarial: dict[float, torch.Tensor] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    def robust_accuracy(self, eps: float) -> float:
+        return float(next(o for o in self.outcomes if o.eps == eps).robust.mean())
+
+    def records(self) -> list[dict[str, Any]]:
+        """One record per (eps, attack): cumulative robust accuracy after that attack,
+        then one 'worst-case' record over all attacks."""
+        clean_acc = float(self.clean_correct.mean())
+        n_correct = int(self.clean_correct.sum())
+        out = []
+        for outcome in self.outcomes:
+            for index, name in enumerate((*self.config.attacks, "worst-case")):
+                if name == "worst-case":
+                    survived = outcome.robust
+                else:
+                    broken_so_far = (outcome.broken_by >= 0) & (outcome.broken_by <= index)
+                    survived = self.clean_correct & ~broken_so_far
+                record = {
+                    "attack": name,
+                    "norm": self.config.norm,
+                    "eps": outcome.eps,
+                    "n": self.n,
+                    "clean_accuracy": clean_acc,
+                    "robust_accuracy": float(survived.mean()),
+                    "attack_success_rate": (float(1 - survived.sum() / n_correct) if n_correct else None),
+                }
+                if name == "worst-case":
+                    record.update(self._worst_case_details(outcome, n_correct))
+                out.append(record)
+        return out
+
+    def _worst_case_details(self, outcome: EpsOutcome, n_correct: int) -> dict[str, Any]:
+        metrics = classification_metrics(outcome.adv_logits, self.labels, self.task, self.class_names)
+        attacked = outcome.broken_by != CLEAN_WRONG
+        counts = {name: int((outcome.broken_by == i).sum()) for i, name in enumerate(self.config.attacks)}
+        return {
+            "auc_under_attack": metrics["auc"],
+            "per_class_robust_recall": self._per_class_robust(outcome.robust),
+            "broken_by": counts,
+            "perturbation": {
+                "mean_linf": float(outcome.linf[attacked].mean()) if attacked.any() else 0.0,
+                "max_linf": float(outcome.linf.max()),
+                "mean_l2": float(outcome.l2[attacked].mean()) if attacked.any() else 0.0,
+                "max_l2": float(outcome.l2.max()),
+            },
+        }
+
+    def _per_class_robust(self, robust: np.ndarray) -> dict[str, float | None]:
+        labels = self.labels.numpy()
+        if self.task is Task.MULTI_LABEL:
+            return {name: None for name in self.class_names}
+        return {
+            name: (float(robust[labels == i].mean()) if (labels == i).any() else None)
+            for i, name in enumerate(self.class_names)
+        }
+
+    def curve(self) -> dict[str, Any]:
+        """Worst-case robust accuracy vs eps (with eps 0 = clean) and its normalised area."""
+        eps = [0.0] + [o.eps for o in self.outcomes if o.eps > 0]
+        acc = [float(self.clean_correct.mean())] + [
+            float(o.robust.mean()) for o in self.outcomes if o.eps > 0
+        ]
+        area = float(np.trapezoid(acc, eps) / eps[-1]) if eps[-1] > 0 else acc[0]
+        return {"eps": eps, "robust_accuracy": acc, "normalised_area": area}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task.value,
+            "class_names": list(self.class_names),
+            "n": self.n,
+            "clean_accuracy": float(self.clean_correct.mean()),
+            "attacks": list(self.config.attacks),
+            "sweep": self.records(),
+            "curve": self.curve(),
+            "notes": list(self.notes),
+        }
+
+
+def _norms(delta: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    flat = delta.flatten(1)
+    return flat.abs().amax(dim=1).cpu().numpy(), flat.norm(dim=1).cpu().numpy()
+
+
+def run_attacks(
+    model: AuditModel,
+    data: AuditData,
+    config: AttackConfig,
+    progress: Callable[[int], None] | None = None,
+    keep_adversarial: bool = False,
+) -> AttackResult:
+    """Attack a bound model on ``data``; progress counts (eps, attack, batch) units of images."""
+    task = model.task
+    assert task is not None and model.class_names is not None, "bind_model first"
+    built = [config.build(name) for name in config.attacks]
+    for attack in built:
+        if attack.needs_gradients and not model.has_gradients:
+            raise ConfigError(
+                f"{attack.name} needs gradients but this model is black-box only: use --attack square"
+            )
+        if config.norm not in attack.norms:
+            raise ConfigError(f"{attack.name} does not support --norm {config.norm}")
+    device = model.device
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    clean_logits = []
+    for _, x, _ in data.batches(config.batch_size):
+        clean_logits.append(model.predict(x.to(device)).float().cpu())
+    clean = torch.cat(clean_logits)
+    clean_correct = is_correct(clean, data.labels, task).numpy()
+    previous = np.where(clean_correct, NOT_BROKEN, CLEAN_WRONG).astype(np.int8)
+    outcomes = []
+    adversarial: dict[float, torch.Tensor] = {}
+    for eps in config.eps:
+        broken_by = previous.copy()
+        adv_logits = clean.clone()
+        linf = np.zeros(data.n)
+        l2 = np.zeros(data.n)
+        adv_images = data.float_images(0, data.n) if keep_adversarial else None
+        for start, x, y in data.batches(config.batch_size):
+            # samples broken at a smaller eps keep that (valid, smaller) perturbation's verdict
+            live = np.flatnonzero(broken_by[start : start + len(x)] == NOT_BROKEN)
+            if eps > 0:
+                for index, attack in enumerate(built):
+                    if len(live) == 0:
+                        break
+                    xs, ys = x[live].to(device), y[live].to(device)
+                    x_adv = attack(model, xs, ys, eps=eps, norm=config.norm, generator=generator)
+                    logits = model.predict(x_adv).float().cpu()
+                    fooled = ~is_correct(logits, ys.cpu(), task).numpy()
+                    rows = start + live
+                    adv_logits[rows] = logits
+                    linf[rows], l2[rows] = _norms((x_adv - xs).cpu())
+                    if adv_images is not None:
+                        adv_images[rows] = x_adv.cpu()
+                    broken_by[rows[fooled]] = index
+                    live = live[~fooled]
+                    if progress:
+                        progress(len(x))
+            elif progress:
+                progress(len(x) * len(built))
+        # samples broken at an earlier eps: their earlier adversarial logits still hold
+        earlier = previous >= 0
+        if outcomes and earlier.any():
+            adv_logits[earlier] = outcomes[-1].adv_logits[earlier]
+            linf[earlier], l2[earlier] = outcomes[-1].linf[earlier], outcomes[-1].l2[earlier]
+            if adv_images is not None:
+                adv_images[earlier] = adversarial[outcomes[-1].eps][earlier]
+        outcome = EpsOutcome(eps=eps, broken_by=broken_by, adv_logits=adv_logits, linf=linf, l2=l2)
+        outcomes.append(outcome)
+        if adv_images is not None:
+            adversarial[eps] = adv_images
+        previous = broken_by
+    return AttackResult(
+        config=config,
+        task=task,
+        class_names=model.class_names,
+        labels=data.labels,
+        clean_logits=clean,
+        clean_correct=clean_correct,
+        outcomes=tuple(outcomes),
+        adversarial=adversarial if keep_adversarial else None,
+    )

@@ -1,0 +1,1 @@
+"""One module per command group; ``medaudit.cli`` attaches them to the app."""

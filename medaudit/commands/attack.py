@@ -1,0 +1,258 @@
+"""``medaudit attack``: robustness sweeps and minimal-perturbation margins."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medaudit.attacks import run_attacks
+from medaudit.attacks.checks import run_checks
+from medaudit.attacks.margin import MarginConfig, minimal_perturbation
+from medaudit.attacks.plan import build_config, parse_eps
+from medaudit.commands.common import (
+    ArchOpt,
+    BatchOpt,
+    ChannelsOpt,
+    DataOpt,
+    DataRootOpt,
+    DatasetOpt,
+    Device,
+    DeviceOpt,
+    DownloadOpt,
+    InputSizeOpt,
+    JsonOpt,
+    LimitOpt,
+    MeanOpt,
+    ModelArg,
+    Prepared,
+    SeedOpt,
+    SizeOpt,
+    Split,
+    SplitOpt,
+    StdOpt,
+    TaskOpt,
+    Timer,
+    TrustOpt,
+    emit,
+    prepare,
+    print_warnings,
+    progress_bar,
+    stderr_console,
+)
+from medaudit.errors import ConfigError
+from medaudit.report import artifacts, schema, tables
+
+PANEL = "Attack"
+DEFAULT_EPS = "0.5/255,1/255,2/255,4/255,8/255"
+
+
+class Norm(str, Enum):
+    linf = "linf"
+    l2 = "l2"
+
+
+def attack_command(
+    model: ModelArg,
+    eps: Annotated[
+        str,
+        typer.Option(
+            "--eps",
+            help="Budget(s) in [0,1] pixel units: 0.004, a list 0.001,0.002 or fractions 1/255,2/255. With --margin, the largest is the search limit.",
+            rich_help_panel=PANEL,
+        ),
+    ] = DEFAULT_EPS,
+    norm: Annotated[Norm, typer.Option("--norm", help="Threat model.", rich_help_panel=PANEL)] = Norm.linf,
+    attack: Annotated[
+        str,
+        typer.Option(
+            "--attack",
+            help="auto (strongest ensemble for the model) or a comma list of: fgsm, bim, pgd, pgd-cw, apgd-ce, apgd-dlr, square.",
+            rich_help_panel=PANEL,
+        ),
+    ] = "auto",
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps", help="Iterations per attack (default: each attack's own).", rich_help_panel=PANEL
+        ),
+    ] = None,
+    step_size: Annotated[
+        float | None,
+        typer.Option(
+            "--step-size",
+            help="PGD/BIM step in [0,1] units (default eps/4; BIM eps/10).",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    restarts: Annotated[
+        int | None,
+        typer.Option(
+            "--restarts",
+            help="Random restarts; the worst case over all of them counts.",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    queries: Annotated[
+        int | None,
+        typer.Option("--queries", help="Square attack: queries per sample.", rich_help_panel=PANEL),
+    ] = None,
+    margin: Annotated[
+        bool,
+        typer.Option(
+            "--margin",
+            help="Minimal perturbation per sample (bisection) instead of a sweep.",
+            rich_help_panel=PANEL,
+        ),
+    ] = False,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            "--tolerance", help="--margin: bisection tolerance in [0,1] units.", rich_help_panel=PANEL
+        ),
+    ] = 0.05 / 255,
+    save_adv: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-adv",
+            help="Write adversarial images, labels, predictions and eps to this .npz.",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    save_grid: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-grid",
+            help="Write a PNG: clean | adversarial | amplified difference.",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    arch: ArchOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_size: InputSizeOpt = None,
+    channels: ChannelsOpt = None,
+    dataset: DatasetOpt = None,
+    size: SizeOpt = None,
+    split: SplitOpt = Split.test,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    data: DataOpt = None,
+    task: TaskOpt = None,
+    limit: LimitOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = 256,
+    json: JsonOpt = None,
+) -> None:
+    """Adversarial robustness: worst case per sample over attacks and restarts, plus honesty checks."""
+    console, timer = stderr_console(), Timer()
+    for target in (save_adv, save_grid):
+        if target is not None and not target.parent.exists():
+            raise ConfigError(f"{target}: folder {target.parent} does not exist")
+    run = prepare(
+        model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
+        channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
+        download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+    )  # fmt: skip
+    if margin:
+        command, config, results, warnings = _margin(
+            run, eps, norm, attack, steps, restarts, tolerance, batch_size, seed
+        )
+    else:
+        command, config, results, warnings = _sweep(
+            run, eps, norm, attack, batch_size, seed, save_adv, save_grid,
+            steps=steps, step_size=step_size, restarts=restarts, queries=queries,
+        )  # fmt: skip
+    print_warnings(console, warnings)
+    doc = schema.document(
+        command,
+        {**run.config, **config, "batch_size": batch_size},
+        results,
+        model=run.model.describe(),
+        data={**run.data.identity, "n": run.data.n},
+        seed=seed,
+        wall_time_s=timer.elapsed,
+        warnings=warnings,
+    )
+    emit(console, json, doc)
+
+
+def _sweep(
+    run: Prepared,
+    eps: str,
+    norm: Norm,
+    attack: str,
+    batch_size: int,
+    seed: int,
+    save_adv: Path | None,
+    save_grid: Path | None,
+    **effort: Any,
+) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
+    console = stderr_console()
+    config, notes = build_config(attack, run.model, eps, norm.value, batch_size, seed, **effort)
+    keep = save_adv is not None or save_grid is not None
+    with progress_bar(console, "attacking", run.data.n * len(config.eps) * len(config.attacks)) as advance:
+        result = run_attacks(run.model, run.data, config, advance, keep_adversarial=keep)
+    with progress_bar(console, "honesty checks", 1):
+        checks = run_checks(run.model, run.data, result)
+    results = {**result.to_dict(), "checks": checks}
+    results["notes"] = notes + results["notes"]
+    warnings = run.warnings + [
+        f"honesty check failed: {c['check']}: {c['detail']}" for c in checks if not c["passed"]
+    ]
+    for table in tables.attack_tables(results, checks, f"Robustness: {run.data.describe()}, {norm.value}"):
+        console.print(table)
+    for line in results["notes"]:
+        console.print(f"note: {line}", highlight=False)
+    if save_adv is not None:
+        artifacts.save_adversarial(save_adv, result, run.data)
+        console.print(f"adversarial examples written to {save_adv}")
+    if save_grid is not None:
+        rows = artifacts.save_grid(save_grid, result, run.data)
+        console.print(
+            f"grid of {rows} broken samples written to {save_grid}"
+            if rows
+            else "nothing broken: no grid written"
+        )
+    config_record = {
+        "attacks": list(config.attacks),
+        "eps": list(config.eps),
+        "norm": config.norm,
+        "params": config.params,
+    }
+    return "attack", config_record, results, warnings
+
+
+def _margin(
+    run: Prepared,
+    eps: str,
+    norm: Norm,
+    attack: str,
+    steps: int | None,
+    restarts: int | None,
+    tolerance: float,
+    batch_size: int,
+    seed: int,
+) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
+    console = stderr_console()
+    if not run.model.has_gradients:
+        raise ConfigError("--margin needs gradients and this model is black-box only")
+    name = "pgd-cw" if attack == "auto" else attack
+    config = MarginConfig(
+        attack=name, norm=norm.value, eps_max=max(parse_eps(eps)), tolerance=tolerance,
+        steps=steps or 20, restarts=restarts or 1, batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    with progress_bar(console, "bisecting", run.data.n) as advance:
+        result = minimal_perturbation(run.model, run.data, config, advance)
+    results = result.to_dict()
+    console.print(tables.margin_table(results, f"Minimal perturbation: {run.data.describe()}, {norm.value}"))
+    config_record = {
+        "margin": {
+            k: getattr(config, k) for k in ("attack", "norm", "eps_max", "tolerance", "steps", "restarts")
+        }
+    }
+    return "attack-margin", config_record, results, run.warnings
