@@ -21,6 +21,7 @@ demo: $(STAMP)
 	mkdir -p out
 	$(BIN)/medaudit info $(DEMO_MODEL)
 	$(BIN)/medaudit eval $(DEMO_MODEL) --json out/demo_eval.json
+	$(BIN)/medaudit attack $(DEMO_MODEL) --eps 0.004 --json out/demo_attack.json
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

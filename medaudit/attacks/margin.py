@@ -40,6 +40,10 @@ class MarginConfig:
     def __post_init__(self) -> None:
         if self.attack not in ("pgd", "pgd-cw", "bim"):
             raise ConfigError(f"--margin bisects with pgd, pgd-cw or bim, not {self.attack}")
+        if self.norm not in ("linf", "l2"):
+            raise ConfigError(f"--norm must be linf or l2, got '{self.norm}'")
+        if not np.isfinite(self.eps_max) or (self.norm == "linf" and self.eps_max > 1):
+            raise ConfigError(f"eps {self.eps_max} is outside [0, 1] pixel units: use e.g. 0.004 or 1/255")
         if not 0 < self.tolerance < self.eps_max:
             raise ConfigError("the margin tolerance must be positive and below the largest eps")
 
@@ -73,10 +77,7 @@ class MarginResult:
             "clean_accuracy": float(self.clean_correct.mean()),
             "n_attacked": int(self.clean_correct.sum()),
             "n_censored": int(np.isinf(correct).sum()),
-            "quantiles": {
-                f"q{int(q * 100):02d}": float(np.quantile(correct, q)) if len(correct) else None
-                for q in QUANTILES
-            },
+            "quantiles": {f"q{int(q * 100):02d}": _quantile(correct, q) for q in QUANTILES},
             "flipped_at_1_255": float((correct <= 1 / 255).mean()) if len(correct) else None,
             "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
             "curve": {"eps": grid.tolist(), "accuracy": [self.accuracy_at(e) for e in grid]},
@@ -85,6 +86,15 @@ class MarginResult:
             ],
             "margins": [None if np.isnan(m) else (None if np.isinf(m) else float(m)) for m in self.margins],
         }
+
+
+def _quantile(values: np.ndarray, q: float) -> float | None:
+    """Like np.quantile, but a quantile reaching into the censored (inf) margins is inf, not nan."""
+    if len(values) == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        value = float(np.quantile(values, q))
+    return float("inf") if np.isnan(value) else value
 
 
 def _norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:

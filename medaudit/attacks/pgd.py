@@ -117,3 +117,27 @@ class BIM(IterativeAttack):
     name: ClassVar[str] = "bim"
     random_start: bool = False
     default_step_fraction: ClassVar[float] = 0.1
+
+
+def max_loss_pgd(
+    model: AuditModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: str,
+    steps: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """PGD that maximises cross-entropy for every step, with no early stop.
+
+    For adversarial training, and for pushing already-misclassified samples
+    further from their class when scoring AUC under attack. Step 2.5 eps / steps.
+    """
+    if eps <= 0 or len(x) == 0:
+        return x.clone()
+    current = random_start(x, eps, norm, generator)
+    for _ in range(steps):
+        _, _, grad = loss_and_grad(model, current, y, "ce")
+        current = project(x, current + steepest_step(grad, 2.5 * eps / steps, norm), eps, norm)
+    return current

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from medaudit.attacks.base import NORMS, Attack, attacks, is_correct
+from medaudit.attacks.pgd import max_loss_pgd
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.metrics import classification_metrics
@@ -44,7 +45,7 @@ class AttackConfig:
         if not self.eps:
             raise ConfigError("--eps needs at least one value")
         for eps in self.eps:
-            if not (0 <= eps <= (1.0 if self.norm == "linf" else float("inf"))):
+            if not (np.isfinite(eps) and 0 <= eps <= (1.0 if self.norm == "linf" else np.inf)):
                 raise ConfigError(f"eps {eps} is outside [0, 1] pixel units: use e.g. 0.004 or 1/255")
         if list(self.eps) != sorted(set(self.eps)):
             raise ConfigError("eps values must be distinct and increasing")
@@ -108,6 +109,7 @@ class AttackResult:
                     "attack": name,
                     "norm": self.config.norm,
                     "eps": outcome.eps,
+                    "eps_grey_levels": outcome.eps * 255,
                     "n": self.n,
                     "clean_accuracy": clean_acc,
                     "robust_accuracy": float(survived.mean()),
@@ -170,6 +172,31 @@ def _norms(delta: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return flat.abs().amax(dim=1).cpu().numpy(), flat.norm(dim=1).cpu().numpy()
 
 
+AUC_PUSH_STEPS = 10
+
+
+def _push_clean_wrong(
+    model: AuditModel,
+    data: AuditData,
+    clean_correct: np.ndarray,
+    adv_logits: torch.Tensor,
+    eps: float,
+    config: AttackConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """AUC under attack must not keep the clean scores of misclassified samples:
+    push them further from their class with max-loss PGD (they cost no accuracy)."""
+    wrong = np.flatnonzero(~clean_correct)
+    for start in range(0, len(wrong), config.batch_size):
+        rows = wrong[start : start + config.batch_size]
+        x, y = data.float_at(rows).to(model.device), data.labels[rows].to(model.device)
+        x_adv = max_loss_pgd(
+            model, x, y, eps=eps, norm=config.norm, steps=AUC_PUSH_STEPS, generator=generator
+        )
+        adv_logits[rows] = model.predict(x_adv).float().cpu()
+    return adv_logits
+
+
 def run_attacks(
     model: AuditModel,
     data: AuditData,
@@ -188,6 +215,12 @@ def run_attacks(
             )
         if config.norm not in attack.norms:
             raise ConfigError(f"{attack.name} does not support --norm {config.norm}")
+    notes = [
+        f"{attack.name} uses the CW margin loss: DLR needs 3 or more mutually exclusive classes"
+        for attack in built
+        if hasattr(attack, "effective_loss")
+        and attack.effective_loss(len(model.class_names), task) != attack.loss
+    ]
     device = model.device
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     clean_logits = []
@@ -203,7 +236,8 @@ def run_attacks(
         adv_logits = clean.clone()
         linf = np.zeros(data.n)
         l2 = np.zeros(data.n)
-        adv_images = data.float_images(0, data.n) if keep_adversarial else None
+        # a copy: for float data float_images is a view of the dataset, which must stay clean
+        adv_images = data.float_images(0, data.n).clone() if keep_adversarial else None
         for start, x, y in data.batches(config.batch_size):
             # samples broken at a smaller eps keep that (valid, smaller) perturbation's verdict
             live = np.flatnonzero(broken_by[start : start + len(x)] == NOT_BROKEN)
@@ -226,6 +260,8 @@ def run_attacks(
                         progress(len(x))
             elif progress:
                 progress(len(x) * len(built))
+        if eps > 0 and model.has_gradients:
+            adv_logits = _push_clean_wrong(model, data, clean_correct, adv_logits, eps, config, generator)
         # samples broken at an earlier eps: their earlier adversarial logits still hold
         earlier = previous >= 0
         if outcomes and earlier.any():
@@ -246,5 +282,6 @@ def run_attacks(
         clean_logits=clean,
         clean_correct=clean_correct,
         outcomes=tuple(outcomes),
+        notes=tuple(notes),
         adversarial=adversarial if keep_adversarial else None,
     )

@@ -150,9 +150,13 @@ def attack_command(
 ) -> None:
     """Adversarial robustness: worst case per sample over attacks and restarts, plus honesty checks."""
     console, timer = stderr_console(), Timer()
+    if margin and (save_adv is not None or save_grid is not None):
+        raise ConfigError("--save-adv and --save-grid save a sweep's images: drop them with --margin")
     for target in (save_adv, save_grid):
         if target is not None and not target.parent.exists():
             raise ConfigError(f"{target}: folder {target.parent} does not exist")
+        if target is not None and target.is_dir():
+            raise ConfigError(f"{target} is a folder: give a file name such as {target / 'adv.npz'}")
     run = prepare(
         model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
@@ -244,7 +248,8 @@ def _margin(
     name = "pgd-cw" if attack == "auto" else attack
     config = MarginConfig(
         attack=name, norm=norm.value, eps_max=max(parse_eps(eps)), tolerance=tolerance,
-        steps=steps or 20, restarts=restarts or 1, batch_size=batch_size, seed=seed,
+        steps=20 if steps is None else steps, restarts=1 if restarts is None else restarts,
+        batch_size=batch_size, seed=seed,
     )  # fmt: skip
     with progress_bar(console, "bisecting", run.data.n) as advance:
         result = minimal_perturbation(run.model, run.data, config, advance)

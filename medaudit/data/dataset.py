@@ -59,11 +59,11 @@ class AuditData:
         return str(ident.get("path", "data"))
 
     def float_images(self, start: int, stop: int) -> torch.Tensor:
-        """A slice of the images as float32 in [0, 1]."""
+        """A slice of the images as float32 in [0, 1], always a copy (callers may write to it)."""
         chunk = self.images[start:stop]
         if chunk.dtype == torch.uint8:
             return chunk.float().div_(255.0)
-        return chunk.float()
+        return chunk.float().clone()
 
     def float_at(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The images at ``indices`` as float32 in [0, 1]."""

@@ -163,7 +163,14 @@ def build_arch(arch: str, state: dict[str, torch.Tensor]) -> nn.Module:
     network = factory(**kwargs)
     if not isinstance(network, nn.Module):
         raise ConfigError(f"--arch {arch} returned {type(network).__name__}, not a torch nn.Module")
-    result = network.load_state_dict(state, strict=False)
+    try:
+        result = network.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches are raised, not returned
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+        raise ModelLoadError(
+            f"the checkpoint does not fit --arch {arch} ({detail[:160]}): choose the architecture it was trained with"
+        ) from None
     problems = []
     if result.missing_keys:
         problems.append(f"missing {', '.join(result.missing_keys[:3])}")

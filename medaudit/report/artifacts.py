@@ -20,16 +20,18 @@ def save_adversarial(path: Path, result: AttackResult, data: AuditData) -> None:
     ``attacks`` (names)."""
     assert result.adversarial is not None, "run_attacks(keep_adversarial=True) first"
     eps = [o.eps for o in result.outcomes]
-    np.savez_compressed(
-        path,
-        eps=np.array(eps, dtype=np.float64),
-        attacks=np.array(result.config.attacks),
-        labels=data.labels.numpy(),
-        clean_predictions=_predict(result.clean_logits, result),
-        adv_images=np.stack([result.adversarial[e].numpy().astype(np.float32) for e in eps]),
-        adv_predictions=np.stack([_predict(o.adv_logits, result) for o in result.outcomes]),
-        broken_by=np.stack([o.broken_by for o in result.outcomes]),
-    )
+    # through a file handle: given a bare path, numpy would append ".npz" to the name
+    with open(path, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            eps=np.array(eps, dtype=np.float64),
+            attacks=np.array(result.config.attacks),
+            labels=data.labels.numpy(),
+            clean_predictions=_predict(result.clean_logits, result),
+            adv_images=np.stack([result.adversarial[e].numpy().astype(np.float32) for e in eps]),
+            adv_predictions=np.stack([_predict(o.adv_logits, result) for o in result.outcomes]),
+            broken_by=np.stack([o.broken_by for o in result.outcomes]),
+        )
 
 
 def _predict(logits: torch.Tensor, result: AttackResult) -> np.ndarray:
@@ -77,5 +79,5 @@ def save_grid(path: Path, result: AttackResult, data: AuditData) -> int:
         text = f"#{index} eps {eps * 255:.2g}/255: {names[label] if label >= 0 else '?'} -> "
         text += f"{names[predicted] if predicted >= 0 else '?'}   diff x{1 / (2 * scale):.0f}"
         draw.text((2, top + 1), text, fill="black")
-    canvas.save(path)
+    canvas.save(path, format="PNG")  # whatever the file name's extension (PIL guesses from it)
     return len(picks)

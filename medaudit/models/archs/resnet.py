@@ -107,16 +107,20 @@ class ResNet(nn.Module):
 
 
 def resnet18_28(in_channels: int = 3, num_classes: int = 2) -> ResNet:
+    """ResNet-18 for 28 px inputs (MedMNIST's CIFAR-style variant)."""
     return ResNet(BasicBlock, (2, 2, 2, 2), in_channels, num_classes, small_input=True)
 
 
 def resnet50_28(in_channels: int = 3, num_classes: int = 2) -> ResNet:
+    """ResNet-50 for 28 px inputs (MedMNIST's CIFAR-style variant)."""
     return ResNet(Bottleneck, (3, 4, 6, 3), in_channels, num_classes, small_input=True)
 
 
 def resnet18_224(in_channels: int = 3, num_classes: int = 2) -> ResNet:
+    """ResNet-18 for 224 px inputs (torchvision layout)."""
     return ResNet(BasicBlock, (2, 2, 2, 2), in_channels, num_classes, small_input=False)
 
 
 def resnet50_224(in_channels: int = 3, num_classes: int = 2) -> ResNet:
+    """ResNet-50 for 224 px inputs (torchvision layout)."""
     return ResNet(Bottleneck, (3, 4, 6, 3), in_channels, num_classes, small_input=False)

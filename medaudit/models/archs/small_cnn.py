@@ -54,13 +54,17 @@ class ResidualBlock(nn.Module):
 
 
 class ResCNN(nn.Module):
-    """A compact residual CNN (stem + three residual stages), about 0.7 M parameters."""
+    """A compact residual CNN: a full-resolution stem, then three strided residual stages.
+
+    About 10 M multiply-adds per 28 px image and 0.5 M parameters: fast enough to attack
+    on a CPU, strong enough for MedMNIST at 28 and 64 px.
+    """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 32) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            _conv_bn(in_channels, width),
-            ResidualBlock(width, width, 1),
+            _conv_bn(in_channels, 24),
+            ResidualBlock(24, width, 2),
             ResidualBlock(width, 2 * width, 2),
             ResidualBlock(2 * width, 4 * width, 2),
             nn.AdaptiveAvgPool2d(1),
@@ -73,8 +77,10 @@ class ResCNN(nn.Module):
 
 
 def small_cnn(in_channels: int = 1, num_classes: int = 2) -> SmallCNN:
+    """Three conv stages with pooling (about 100 k parameters)."""
     return SmallCNN(in_channels, num_classes)
 
 
 def res_cnn(in_channels: int = 1, num_classes: int = 2) -> ResCNN:
+    """Compact residual CNN (about 0.5 M parameters), the sample models' architecture."""
     return ResCNN(in_channels, num_classes)
