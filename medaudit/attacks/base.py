@@ -70,10 +70,14 @@ attacks: Registry[type[Attack]] = Registry("attack")
 
 
 def is_correct(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
-    """Per-sample correctness; multi-label counts a sample correct only if every label is."""
+    """Per-sample correctness; multi-label counts a sample correct only if every label is.
+
+    Non-finite outputs are never correct (argmax would pick a NaN and call it right).
+    """
+    finite = torch.isfinite(logits).all(dim=1)
     if task is Task.MULTI_LABEL:
-        return ((logits > 0).long() == y).all(dim=1)
-    return logits.argmax(dim=1) == y
+        return ((logits > 0).long() == y).all(dim=1) & finite
+    return (logits.argmax(dim=1) == y) & finite
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:

@@ -48,26 +48,36 @@ def plan_attacks(requested: str, model: AuditModel) -> tuple[tuple[str, ...], li
     return tuple(names), notes
 
 
-def attack_params(names: tuple[str, ...], **effort: Any) -> dict[str, dict[str, Any]]:
-    """Give each attack the effort flags it has a field for (steps, restarts, step_size, queries)."""
+def attack_params(names: tuple[str, ...], **effort: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Give each attack the effort flags it has a field for (steps, restarts, step_size, queries);
+    name the flags no chosen attack uses, so nothing is silently ignored."""
     params: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
     for name in names:
         fields = {f.name for f in dataclasses.fields(attacks.get(name))}
         chosen = {k: v for k, v in effort.items() if v is not None and k in fields}
+        used |= set(chosen)
         if chosen:
             params[name] = chosen
-    return params
+    unused = [
+        f"--{k.replace('_', '-')} is not used by {', '.join(names)}"
+        for k, v in effort.items()
+        if v is not None and k not in used
+    ]
+    return params, unused
 
 
 def build_config(
     requested: str, model: AuditModel, eps: str, norm: str, batch_size: int, seed: int, **effort: Any
 ) -> tuple[AttackConfig, list[str]]:
     names, notes = plan_attacks(requested, model)
+    params, unused = attack_params(names, **effort)
+    notes += unused
     config = AttackConfig(
         attacks=names,
         eps=parse_eps(eps),
         norm=norm,
-        params=attack_params(names, **effort),
+        params=params,
         batch_size=batch_size,
         seed=seed,
     )

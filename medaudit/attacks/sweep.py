@@ -20,6 +20,7 @@ from medaudit.attacks.base import NORMS, Attack, attacks, is_correct
 from medaudit.attacks.pgd import max_loss_pgd
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
+from medaudit.evaluate import predict_logits
 from medaudit.metrics import classification_metrics
 from medaudit.models import AuditModel
 from medaudit.task import Task
@@ -44,6 +45,8 @@ class AttackConfig:
             raise ConfigError(f"--norm must be linf or l2, got '{self.norm}'")
         if not self.eps:
             raise ConfigError("--eps needs at least one value")
+        if not self.attacks:
+            raise ConfigError("--attack names no attack: use auto or e.g. pgd,square")
         for eps in self.eps:
             if not (np.isfinite(eps) and 0 <= eps <= (1.0 if self.norm == "linf" else np.inf)):
                 raise ConfigError(f"eps {eps} is outside [0, 1] pixel units: use e.g. 0.004 or 1/255")
@@ -65,6 +68,7 @@ class EpsOutcome:
     eps: float
     broken_by: np.ndarray  # int8[n]: index into config.attacks, NOT_BROKEN or CLEAN_WRONG
     adv_logits: torch.Tensor  # logits at each sample's worst point (clean logits if never attacked)
+    auc_logits: torch.Tensor | None  # scores for AUC under attack (None for black-box models)
     linf: np.ndarray  # float[n] perturbation actually used
     l2: np.ndarray
 
@@ -121,11 +125,13 @@ class AttackResult:
         return out
 
     def _worst_case_details(self, outcome: EpsOutcome, n_correct: int) -> dict[str, Any]:
-        metrics = classification_metrics(outcome.adv_logits, self.labels, self.task, self.class_names)
+        auc = None
+        if outcome.auc_logits is not None:
+            auc = classification_metrics(outcome.auc_logits, self.labels, self.task, self.class_names)["auc"]
         attacked = outcome.broken_by != CLEAN_WRONG
         counts = {name: int((outcome.broken_by == i).sum()) for i, name in enumerate(self.config.attacks)}
         return {
-            "auc_under_attack": metrics["auc"],
+            "auc_under_attack": auc,
             "per_class_robust_recall": self._per_class_robust(outcome.robust),
             "broken_by": counts,
             "perturbation": {
@@ -175,26 +181,28 @@ def _norms(delta: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 AUC_PUSH_STEPS = 10
 
 
-def _push_clean_wrong(
+def _auc_logits(
     model: AuditModel,
     data: AuditData,
-    clean_correct: np.ndarray,
+    broken_by: np.ndarray,
     adv_logits: torch.Tensor,
     eps: float,
     config: AttackConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """AUC under attack must not keep the clean scores of misclassified samples:
-    push them further from their class with max-loss PGD (they cost no accuracy)."""
-    wrong = np.flatnonzero(~clean_correct)
+    """Scores for AUC under attack: every misclassified sample (clean-wrong or broken, whose
+    first misclassifying point sits just past the boundary) is pushed further from its
+    class by max-loss PGD; robust samples keep their attacks' final points."""
+    logits = adv_logits.clone()
+    wrong = np.flatnonzero(broken_by != NOT_BROKEN)
     for start in range(0, len(wrong), config.batch_size):
         rows = wrong[start : start + config.batch_size]
         x, y = data.float_at(rows).to(model.device), data.labels[rows].to(model.device)
         x_adv = max_loss_pgd(
             model, x, y, eps=eps, norm=config.norm, steps=AUC_PUSH_STEPS, generator=generator
         )
-        adv_logits[rows] = model.predict(x_adv).float().cpu()
-    return adv_logits
+        logits[rows] = model.predict(x_adv).float().cpu()
+    return logits
 
 
 def run_attacks(
@@ -223,10 +231,9 @@ def run_attacks(
     ]
     device = model.device
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    clean_logits = []
-    for _, x, _ in data.batches(config.batch_size):
-        clean_logits.append(model.predict(x.to(device)).float().cpu())
-    clean = torch.cat(clean_logits)
+    if not model.has_gradients:
+        notes.append("AUC under attack is not reported: pushing misclassified samples needs gradients")
+    clean = predict_logits(model, data, config.batch_size)
     clean_correct = is_correct(clean, data.labels, task).numpy()
     previous = np.where(clean_correct, NOT_BROKEN, CLEAN_WRONG).astype(np.int8)
     outcomes = []
@@ -236,8 +243,7 @@ def run_attacks(
         adv_logits = clean.clone()
         linf = np.zeros(data.n)
         l2 = np.zeros(data.n)
-        # a copy: for float data float_images is a view of the dataset, which must stay clean
-        adv_images = data.float_images(0, data.n).clone() if keep_adversarial else None
+        adv_images = data.float_images(0, data.n) if keep_adversarial else None
         for start, x, y in data.batches(config.batch_size):
             # samples broken at a smaller eps keep that (valid, smaller) perturbation's verdict
             live = np.flatnonzero(broken_by[start : start + len(x)] == NOT_BROKEN)
@@ -260,8 +266,6 @@ def run_attacks(
                         progress(len(x))
             elif progress:
                 progress(len(x) * len(built))
-        if eps > 0 and model.has_gradients:
-            adv_logits = _push_clean_wrong(model, data, clean_correct, adv_logits, eps, config, generator)
         # samples broken at an earlier eps: their earlier adversarial logits still hold
         earlier = previous >= 0
         if outcomes and earlier.any():
@@ -269,7 +273,10 @@ def run_attacks(
             linf[earlier], l2[earlier] = outcomes[-1].linf[earlier], outcomes[-1].l2[earlier]
             if adv_images is not None:
                 adv_images[earlier] = adversarial[outcomes[-1].eps][earlier]
-        outcome = EpsOutcome(eps=eps, broken_by=broken_by, adv_logits=adv_logits, linf=linf, l2=l2)
+        auc_logits = None
+        if model.has_gradients:
+            auc_logits = _auc_logits(model, data, broken_by, adv_logits, eps, config, generator)
+        outcome = EpsOutcome(eps, broken_by, adv_logits, auc_logits, linf, l2)
         outcomes.append(outcome)
         if adv_images is not None:
             adversarial[eps] = adv_images

@@ -36,6 +36,7 @@ from medaudit.commands.common import (
     TaskOpt,
     Timer,
     TrustOpt,
+    check_output_target,
     emit,
     prepare,
     print_warnings,
@@ -152,11 +153,9 @@ def attack_command(
     console, timer = stderr_console(), Timer()
     if margin and (save_adv is not None or save_grid is not None):
         raise ConfigError("--save-adv and --save-grid save a sweep's images: drop them with --margin")
-    for target in (save_adv, save_grid):
-        if target is not None and not target.parent.exists():
-            raise ConfigError(f"{target}: folder {target.parent} does not exist")
-        if target is not None and target.is_dir():
-            raise ConfigError(f"{target} is a folder: give a file name such as {target / 'adv.npz'}")
+    inputs = [p for p in (model, data, model.with_suffix(".json")) if p is not None]
+    check_output_target(save_adv, inputs, "--save-adv")
+    check_output_target(save_grid, inputs, "--save-grid")
     run = prepare(
         model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,

@@ -7,6 +7,7 @@ them alike (``--device``, ``--seed``, ``--json`` ...).
 from __future__ import annotations
 
 import functools
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -154,7 +155,7 @@ SeedOpt = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where torch runs.", rich_help_panel=RUN_PANEL)]
 BatchOpt = Annotated[
-    int, typer.Option("--batch-size", help="Images per forward pass.", rich_help_panel=RUN_PANEL)
+    int, typer.Option("--batch-size", min=1, help="Images per forward pass.", rich_help_panel=RUN_PANEL)
 ]
 JsonOpt = Annotated[
     str | None,
@@ -263,18 +264,20 @@ def data_spec(
     )
 
 
-def check_json_target(target: str | None, protected: list[Path]) -> None:
-    """Fail before any work if --json cannot be written or would replace an input file."""
-    if target is None or target == "-":
+def check_output_target(target: str | Path | None, protected: list[Path], option: str = "--json") -> None:
+    """Fail before any work if an output cannot be written or would replace an input file."""
+    if target is None or str(target) == "-":
         return
     path = Path(target)
     if not path.parent.exists():
-        raise ConfigError(f"--json {target}: folder {path.parent} does not exist")
+        raise ConfigError(f"{option} {target}: folder {path.parent} does not exist")
     if path.is_dir():
-        raise ConfigError(f"--json {target} is a folder: give a file name")
+        raise ConfigError(f"{option} {target} is a folder: give a file name")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{option} {target} is not writable: choose another path")
     for other in protected:
         if other.exists() and path.exists() and path.resolve() == other.resolve():
-            raise ConfigError(f"--json {target} would overwrite an input file: choose another path")
+            raise ConfigError(f"{option} {target} would overwrite an input file: choose another path")
 
 
 @dataclass
@@ -309,7 +312,7 @@ def prepare(
     json_target: str | None,
 ) -> Prepared:
     """Everything an audit command does before auditing: check --json, load, bind."""
-    check_json_target(json_target, [p for p in (model, data) if p is not None])
+    check_output_target(json_target, [p for p in (model, data) if p is not None])
     options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device)
     audit_model = load_model(model, options)
     spec = data_spec(

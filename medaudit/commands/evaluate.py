@@ -30,7 +30,7 @@ from medaudit.commands.common import (
     TaskOpt,
     Timer,
     TrustOpt,
-    check_json_target,
+    check_output_target,
     emit,
     load_options,
     prepare,
@@ -105,7 +105,7 @@ def info_command(
 ) -> None:
     """Format, input spec, parameter count, classes and whether gradients are available."""
     console, timer = stderr_console(), Timer()
-    check_json_target(json, [model])
+    check_output_target(json, [model])
     options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device)
     audit_model = load_model(model, options)
     desc = audit_model.describe()

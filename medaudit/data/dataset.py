@@ -145,6 +145,12 @@ def infer_task(labels: np.ndarray) -> Task:
 def labels_to_tensor(labels: np.ndarray, task: Task, where: str) -> torch.Tensor:
     """(N,) int64 for single-label tasks, (N, L) int64 for multi-label."""
     labels = np.asarray(labels)
+    if not (
+        np.issubdtype(labels.dtype, np.integer)
+        or np.issubdtype(labels.dtype, np.floating)
+        or labels.dtype == bool
+    ):
+        raise DataError(f"labels in {where} are {labels.dtype}, not numbers: store class indices 0..C-1")
     if task.single_label:
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]

@@ -95,6 +95,11 @@ def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
         raise ModelLoadError(f"{where} is not a JSON object: see the README's model card format")
     pre = doc.get("preprocessing") or {}
     dataset = doc.get("dataset")
+    if not isinstance(pre, dict) or not isinstance(dataset, dict | str | None):
+        raise ModelLoadError(f"{where}: 'preprocessing' must be an object and 'dataset' a name or an object")
+    for key in ("channels", "input_size"):
+        if pre.get(key) is not None and (isinstance(pre[key], bool) or not isinstance(pre[key], int)):
+            raise ModelLoadError(f"{where}: preprocessing '{key}' must be a whole number, got {pre[key]!r}")
     if isinstance(dataset, str):
         dataset = {"name": dataset}
     try:

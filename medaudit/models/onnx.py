@@ -66,12 +66,15 @@ def card_from_metadata(model: Any, where: str) -> ModelCard | None:
             raise ModelLoadError(f"{where}: metadata 'medaudit_card' is not JSON") from None
     loose: dict[str, Any] = {}
     pre = {}
-    for key in ("mean", "std"):
-        if key in props:
-            pre[key] = [float(v) for v in props[key].replace("[", "").replace("]", "").split(",")]
-    for key in ("input_size", "channels"):
-        if key in props:
-            pre[key] = int(props[key])
+    try:
+        for key in ("mean", "std"):
+            if key in props:
+                pre[key] = [float(v) for v in props[key].replace("[", "").replace("]", "").split(",")]
+        for key in ("input_size", "channels"):
+            if key in props:
+                pre[key] = int(props[key])
+    except ValueError:
+        raise ModelLoadError(f"{where}: metadata mean/std/input_size/channels must be numbers") from None
     if pre:
         loose["preprocessing"] = pre
     for key in ("task", "dataset", "outputs"):
