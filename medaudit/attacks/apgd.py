@@ -31,6 +31,7 @@ import torch
 from medaudit.attacks.base import (
     Attack,
     attacks,
+    best_of_restarts,
     is_correct,
     loss_and_grad,
     project,
@@ -124,19 +125,12 @@ class APGD(Attack):
             clean_logits = model(x)
         loss_name = self.effective_loss(clean_logits.shape[1], model.task)
         fooled = ~is_correct(clean_logits, y, model.task)
-        x_adv = x.clone()
-        best_loss = torch.full((len(x),), float("-inf"), device=x.device)
-        for _ in range(self.restarts):
-            todo = (~fooled).nonzero().squeeze(1)
-            if len(todo) == 0:
-                break
+
+        def run(todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             start = random_start(x[todo], eps, norm, generator)
-            points, losses, hits = self._run(model, x[todo], y[todo], start, eps, norm, loss_name)
-            take = hits | (losses > best_loss[todo])
-            x_adv[todo[take]] = points[take]
-            best_loss[todo] = torch.maximum(best_loss[todo], losses)
-            fooled[todo] = hits
-        return x_adv
+            return self._run(model, x[todo], y[todo], start, eps, norm, loss_name)
+
+        return best_of_restarts(x, fooled, self.restarts, run)
 
     def _run(
         self,

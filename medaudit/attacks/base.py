@@ -13,6 +13,7 @@ exactly, and an attack keeps, per sample, the first iterate that misclassifies.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -64,6 +65,29 @@ class Attack:
 
 
 attacks: Registry[type[Attack]] = Registry("attack")
+
+
+def best_of_restarts(
+    x: torch.Tensor,
+    fooled: torch.Tensor,
+    restarts: int,
+    run: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    """Restart loop shared by APGD and Square: each run attacks only the samples no run has
+    fooled yet (``run(todo) -> (points, losses, fooled)``); keep a fooling point, else the max-loss one."""
+    x_adv = x.clone()
+    best_loss = torch.full((len(x),), float("-inf"), device=x.device)
+    fooled = fooled.clone()
+    for _ in range(restarts):
+        todo = (~fooled).nonzero().squeeze(1)
+        if len(todo) == 0:
+            break
+        points, losses, hits = run(todo)
+        take = hits | (losses > best_loss[todo])
+        x_adv[todo[take]] = points[take]
+        best_loss[todo] = torch.maximum(best_loss[todo], losses)
+        fooled[todo] = hits
+    return x_adv
 
 
 # ---- per-sample correctness and losses (higher loss = closer to a wrong answer) ----

@@ -31,7 +31,7 @@ from typing import ClassVar
 
 import torch
 
-from medaudit.attacks.base import Attack, attacks, is_correct, margin
+from medaudit.attacks.base import Attack, attacks, best_of_restarts, is_correct, margin
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
 
@@ -142,18 +142,9 @@ class Square(Attack):
             raise ConfigError(f"square: unknown norm '{norm}': use linf or l2")
         logits = model.predict(x)
         fooled = ~is_correct(logits, y, model.task)
-        x_adv = x.clone()
-        best_loss = torch.full((len(x),), float("-inf"), device=x.device)
-        for _ in range(self.restarts):
-            todo = (~fooled).nonzero().squeeze(1)
-            if len(todo) == 0:
-                break
-            points, losses, hits = self._run(model, x[todo], y[todo], eps, norm, generator)
-            take = hits | (losses > best_loss[todo])
-            x_adv[todo[take]] = points[take]
-            best_loss[todo] = torch.maximum(best_loss[todo], losses)
-            fooled[todo] = hits
-        return x_adv
+        return best_of_restarts(
+            x, fooled, self.restarts, lambda todo: self._run(model, x[todo], y[todo], eps, norm, generator)
+        )
 
     def _run(
         self,
