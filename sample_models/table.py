@@ -21,6 +21,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for path in sorted(HERE.glob("*.json")):
         card = json.loads(path.read_text())
+        if "metrics" not in card:  # still being measured by train.py
+            continue
         test, robust = card["metrics"]["test"], card["metrics"]["robust_test"]
         adv = card["training"]["adversarial"]
         training = f"PGD-AT eps {adv['eps'] * 255:.0f}/255" if adv else "standard"
