@@ -119,8 +119,6 @@ class APGD(Attack):
             raise ConfigError(
                 f"{self.name} needs gradients but this model is black-box only: use a gradient-free attack (square)"
             )
-        if norm not in self.norms:
-            raise ConfigError(f"{self.name}: unknown norm '{norm}': use linf or l2")
         with torch.no_grad():
             clean_logits = model(x)
         loss_name = self.effective_loss(clean_logits.shape[1], model.task)

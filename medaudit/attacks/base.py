@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
 from medaudit.registry import Registry
 from medaudit.task import Task
@@ -46,6 +47,8 @@ class Attack:
         norm: str,
         generator: torch.Generator,
     ) -> torch.Tensor:
+        if norm not in self.norms:
+            raise ConfigError(f"{self.name} does not support norm '{norm}': use {' or '.join(self.norms)}")
         if len(x) == 0 or (not isinstance(eps, torch.Tensor) and eps == 0):
             return x.clone()
         x_adv = self.perturb(model, x, y, eps=eps, norm=norm, generator=generator)

@@ -138,8 +138,6 @@ class Square(Attack):
         norm: str,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if norm not in self.norms:
-            raise ConfigError(f"square: unknown norm '{norm}': use linf or l2")
         logits = model.predict(x)
         fooled = ~is_correct(logits, y, model.task)
         return best_of_restarts(

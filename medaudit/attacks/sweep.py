@@ -221,8 +221,6 @@ def run_attacks(
             raise ConfigError(
                 f"{attack.name} needs gradients but this model is black-box only: use --attack square"
             )
-        if config.norm not in attack.norms:
-            raise ConfigError(f"{attack.name} does not support --norm {config.norm}")
     notes = [
         f"{attack.name} uses the CW margin loss: DLR needs 3 or more mutually exclusive classes"
         for attack in built
