@@ -1,0 +1,173 @@
+"""``corrupt()``: any MedMNIST-C corruption on a batch, reproducible per image.
+
+Every corruption is a function ``fn(x, param, ctx) -> x`` on uint8 NHWC numpy
+batches (the MedMNIST-C pipeline works on 8-bit images and stores 8-bit
+results). Each image gets its own ``numpy.random.Generator`` seeded from
+(seed, sample index, corruption, severity), so one image can be regenerated on
+its own and a result never depends on batch size or order.
+
+Grey images follow the MedMNIST-C pipeline: corruptions whose randomness or
+colour acts per channel (noise, JPEG, saturation, coloured marks) run on the
+grey image repeated to RGB and are converted back with PIL's L formula; the
+others act on the grey channel directly, which gives the same result.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from medaudit.errors import ConfigError
+from medaudit.registry import Registry
+from medaudit.shift.catalogue import PARAMS, REFERENCE_SIZE, params_source, severity_param
+
+Mode = Literal["medmnistc", "scaled"]
+MODES: tuple[str, ...] = ("medmnistc", "scaled")
+
+
+@dataclass(frozen=True)
+class OpContext:
+    """What a corruption needs besides the images and its parameter."""
+
+    rngs: Sequence[np.random.Generator]
+    """One generator per image, in batch order."""
+    scale: float
+    """Factor for pixel-unit parameters: 1.0 = the published 224 px values."""
+
+    def px(self, value: float) -> float:
+        """A pixel-unit parameter at this image size."""
+        return value * self.scale
+
+
+CorruptionFn = Callable[[np.ndarray, Any, OpContext], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Corruption:
+    name: str
+    fn: CorruptionFn
+    needs_rgb: bool
+    """Run grey images as RGB and convert back (randomness or colour per channel)."""
+
+
+corruptions: Registry[Corruption] = Registry("corruption")
+
+
+def register(name: str, *, needs_rgb: bool = False) -> Callable[[CorruptionFn], CorruptionFn]:
+    def add(fn: CorruptionFn) -> CorruptionFn:
+        corruptions.register(name, Corruption(name, fn, needs_rgb))
+        return fn
+
+    return add
+
+
+def default_mode(size: int) -> Mode:
+    """Published parameters at 224 px; scaled ones anywhere else."""
+    return "medmnistc" if size == REFERENCE_SIZE else "scaled"
+
+
+def pixel_scale(mode: str, size: int) -> float:
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode '{mode}': choose medmnistc or scaled")
+    return 1.0 if mode == "medmnistc" else size / REFERENCE_SIZE
+
+
+def sample_rngs(seed: int, indices: Sequence[int], corruption: str, severity: int) -> list[np.random.Generator]:
+    """One generator per sample from (seed, index, corruption, severity)."""
+    tag = zlib.crc32(corruption.encode())
+    return [np.random.Generator(np.random.PCG64([seed, int(i), tag, severity])) for i in indices]
+
+
+def grey_from_rgb(x: np.ndarray) -> np.ndarray:
+    """PIL's ``convert('L')``: ITU-R 601-2 luma in 16-bit fixed point, rounded."""
+    r, g, b = (x[..., c].astype(np.uint32) for c in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)[..., None]
+
+
+def param_source(corruption: str, dataset: str | None, modality: str | None) -> str:
+    """The dataset whose table gives ``corruption``'s parameters.
+
+    The dataset's (or modality's) own table when it lists the corruption, else
+    the first MedMNIST-C dataset that does (a user may ask for any corruption).
+    """
+    corruptions.get(corruption)  # unknown names fail here with a suggestion
+    source = params_source(dataset, modality)
+    if corruption in PARAMS[source]:
+        return source
+    return next(name for name, table in PARAMS.items() if corruption in table)
+
+
+def apply_uint8(
+    images: np.ndarray,
+    corruption: str,
+    severity: int,
+    seed: int,
+    *,
+    source: str,
+    mode: str,
+    indices: Sequence[int],
+) -> np.ndarray:
+    """The corruption on uint8 NHWC images (C = 1 or 3); the engine behind ``corrupt``."""
+    spec = corruptions.get(corruption)
+    param = severity_param(source, corruption, severity)
+    ctx = OpContext(
+        rngs=sample_rngs(seed, indices, corruption, severity),
+        scale=pixel_scale(mode, images.shape[1]),
+    )
+    grey = images.shape[-1] == 1
+    x = np.repeat(images, 3, axis=-1) if grey and spec.needs_rgb else images
+    out = spec.fn(np.ascontiguousarray(x), param, ctx)
+    assert out.dtype == np.uint8 and out.shape == x.shape, f"{corruption} changed dtype or shape"
+    return grey_from_rgb(out) if grey and spec.needs_rgb else out
+
+
+def corrupt(
+    images: torch.Tensor | np.ndarray,
+    corruption: str,
+    severity: int,
+    seed: int = 0,
+    *,
+    dataset: str | None = None,
+    modality: str | None = None,
+    mode: str | None = None,
+    indices: Sequence[int] | None = None,
+) -> torch.Tensor | np.ndarray:
+    """Corrupt a batch of NCHW images: float in [0,1] (quantised to 8 bits) or uint8.
+
+    ``dataset`` or ``modality`` picks the parameter table, ``mode`` the pixel
+    scale (default: ``medmnistc`` at 224 px, ``scaled`` elsewhere), ``indices``
+    the sample indices that seed each image (default 0..N-1). Returns the same
+    type, dtype and shape.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ConfigError(f"corrupt() takes NCHW images with 1 or 3 channels, got shape {tuple(images.shape)}")
+    n, _, height, width = images.shape
+    if height != width:
+        raise ConfigError(f"corrupt() takes square images, got {height}x{width}")
+    if indices is None:
+        indices = range(n)
+    elif len(indices) != n:
+        raise ConfigError(f"{len(indices)} indices for {n} images")
+    is_tensor = isinstance(images, torch.Tensor)
+    array = images.detach().cpu().numpy() if is_tensor else np.asarray(images)
+    floating = array.dtype != np.uint8
+    if floating:
+        array = np.clip(np.rint(array.astype(np.float32) * 255), 0, 255).astype(np.uint8)
+    out = apply_uint8(
+        array.transpose(0, 2, 3, 1),
+        corruption,
+        severity,
+        seed,
+        source=param_source(corruption, dataset, modality),
+        mode=mode or default_mode(height),
+        indices=list(indices),
+    ).transpose(0, 3, 1, 2)
+    result = out.astype(np.float32) / 255 if floating else np.ascontiguousarray(out)
+    if not is_tensor:
+        return result
+    return torch.from_numpy(np.ascontiguousarray(result)).to(images.device)
