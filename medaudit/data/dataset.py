@@ -65,6 +65,13 @@ class AuditData:
             return chunk.float().div_(255.0)
         return chunk.float().clone()
 
+    def uint8_images(self, start: int, stop: int) -> torch.Tensor:
+        """A slice of the images as uint8 (float images are quantised to 8 bits)."""
+        chunk = self.images[start:stop]
+        if chunk.dtype == torch.uint8:
+            return chunk
+        return (chunk.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
     def float_at(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The images at ``indices`` as float32 in [0, 1]."""
         chunk = self.images[torch.as_tensor(indices, dtype=torch.long)]

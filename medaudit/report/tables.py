@@ -133,3 +133,67 @@ def margin_table(results: dict[str, Any], title: str) -> Table:
         f"flipped at ≤ 1/255: {_fmt(flipped, 3)}; tolerance {results['tolerance']:.2g}"
     )
     return table
+
+
+def shift_tables(results: dict[str, Any], title: str) -> list[Table]:
+    """Corruptions as rows, severities as columns (accuracy), then the per-corruption scores."""
+    clean = results["clean"]
+    severities = sorted({r["severity"] for r in results["corruptions"]})
+    cells = {(r["corruption"], r["severity"]): r for r in results["corruptions"]}
+    with_baseline = results["baseline"] is not None
+    table = Table(title=f"{title} ({results['label']})", title_justify="left")
+    table.add_column("corruption")
+    for severity in severities:
+        table.add_column(f"acc s{severity}", justify="right")
+    for column in ("mean BE", "BE drop") + (("nBE", "rBE") if with_baseline else ()):
+        table.add_column(column, justify="right")
+    for record in results["per_corruption"]:
+        name = record["corruption"]
+        row = [name]
+        for severity in severities:
+            cell = cells[(name, severity)]
+            drop = cell["accuracy_drop"]
+            style = "red" if drop > 0.1 else "yellow" if drop > 0.02 else ""
+            value = _fmt(cell["accuracy"], 3)
+            row.append(f"[{style}]{value}[/]" if style else value)
+        row += [_fmt(record["balanced_error"], 3), _fmt(record["be_drop"], 3)]
+        if with_baseline:
+            rbe = _fmt(record["rbe"], 2)
+            row += [_fmt(record["normalised_be"], 2), f"{rbe} (flagged)" if record["rbe_flagged"] else rbe]
+        table.add_row(*row)
+    table.caption = (
+        f"n = {clean['n']}; clean accuracy {_fmt(clean['accuracy'], 3)}, clean BE {_fmt(clean['balanced_error'], 3)}; "
+        "yellow: accuracy down > 0.02, red: > 0.1"
+    )
+    s = results["summary"]
+    overview = Table(title="Shift summary", show_header=False, title_justify="left")
+    overview.add_column("metric", style="bold")
+    overview.add_column("value", justify="right")
+    rows = [
+        ("clean balanced error", _fmt(s["clean_be"], 4)),
+        ("mean corrupted balanced error", _fmt(s["mean_be"], 4)),
+        ("worst corruption", f"{s['worst_corruption']} (BE {_fmt(s['worst_corruption_be'], 4)})"),
+        ("mean accuracy drop", _fmt(s["mean_accuracy_drop"], 4)),
+        ("mean AUC drop", _fmt(s["mean_auc_drop"], 4)),
+    ]
+    if with_baseline:
+        rows += [
+            ("mean normalised BE vs AlexNet", _fmt(s["mean_normalised_be"], 3)),
+            ("mean rBE vs AlexNet", _fmt(s["mean_rbe"], 3)),
+        ]
+        if s["rbe_excluded"]:
+            rows.append(("rBE left out (denominator < 0.02)", ", ".join(s["rbe_excluded"])))
+    else:
+        rows.append(("AlexNet comparison", results["baseline_note"] or "-"))
+    for key, value in rows:
+        overview.add_row(key, value)
+    return [table, overview]
+
+
+def corruption_catalogue(entries: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("corruption", "family", "severity 1 … 5", "MedMNIST-C datasets"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry["corruption"], entry["family"], entry["params"], entry["datasets"])
+    return table

@@ -77,7 +77,9 @@ def pixel_scale(mode: str, size: int) -> float:
     return 1.0 if mode == "medmnistc" else size / REFERENCE_SIZE
 
 
-def sample_rngs(seed: int, indices: Sequence[int], corruption: str, severity: int) -> list[np.random.Generator]:
+def sample_rngs(
+    seed: int, indices: Sequence[int], corruption: str, severity: int
+) -> list[np.random.Generator]:
     """One generator per sample from (seed, index, corruption, severity)."""
     tag = zlib.crc32(corruption.encode())
     return [np.random.Generator(np.random.PCG64([seed, int(i), tag, severity])) for i in indices]
@@ -145,7 +147,9 @@ def corrupt(
     type, dtype and shape.
     """
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ConfigError(f"corrupt() takes NCHW images with 1 or 3 channels, got shape {tuple(images.shape)}")
+        raise ConfigError(
+            f"corrupt() takes NCHW images with 1 or 3 channels, got shape {tuple(images.shape)}"
+        )
     n, _, height, width = images.shape
     if height != width:
         raise ConfigError(f"corrupt() takes square images, got {height}x{width}")

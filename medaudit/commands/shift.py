@@ -1,0 +1,279 @@
+"""``medaudit shift``: the MedMNIST-C corruption benchmark for any model and image size."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from medaudit.commands.common import (
+    ArchOpt,
+    BatchOpt,
+    ChannelsOpt,
+    DataOpt,
+    DataRootOpt,
+    DatasetOpt,
+    Device,
+    DeviceOpt,
+    DownloadOpt,
+    InputSizeOpt,
+    JsonOpt,
+    LimitOpt,
+    MeanOpt,
+    SeedOpt,
+    SizeOpt,
+    Split,
+    SplitOpt,
+    StdOpt,
+    TaskOpt,
+    Timer,
+    TrustOpt,
+    check_output_target,
+    emit,
+    prepare,
+    print_warnings,
+    progress_bar,
+    stderr_console,
+)
+from medaudit.data import AuditData
+from medaudit.errors import ConfigError
+from medaudit.report import schema, tables
+from medaudit.shift import catalogue
+from medaudit.shift.benchmark import ShiftConfig, ShiftResult, run_shift
+from medaudit.shift.corrupt import apply_uint8, default_mode
+
+PANEL = "Shift"
+
+
+class Mode(str, Enum):
+    auto = "auto"
+    medmnistc = "medmnistc"
+    scaled = "scaled"
+
+
+class Modality(str, Enum):
+    xray = "xray"
+    ct = "ct"
+    ultrasound = "ultrasound"
+    fundus = "fundus"
+    dermoscopy = "dermoscopy"
+    pathology = "pathology"
+    blood = "blood"
+    oct = "oct"
+
+
+def parse_severities(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise ConfigError(f"--severities takes integers 1..5 separated by commas, got '{text}'") from None
+    return values
+
+
+def shift_command(
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Model file: TorchScript/state_dict .pt, torch.export .pt2 or .onnx.", show_default=False
+        ),
+    ] = None,
+    corruption_list: Annotated[
+        str | None,
+        typer.Option(
+            "--corruptions",
+            help="Comma list of corruptions (default: the MedMNIST-C list of the dataset or modality).",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    modality: Annotated[
+        Modality | None,
+        typer.Option(
+            "--modality",
+            help="For your own data: use the corruption list and parameters of this modality's MedMNIST-C dataset.",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    severities: Annotated[
+        str, typer.Option("--severities", help="Severities to run, from 1..5.", rich_help_panel=PANEL)
+    ] = "1,2,3,4,5",
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            "--mode",
+            help="medmnistc: published 224 px parameters (comparable with the AlexNet baselines); "
+            "scaled: pixel sizes scaled by size/224 (MedMNIST-C-style); auto: medmnistc at 224 px, else scaled.",
+            rich_help_panel=PANEL,
+        ),
+    ] = Mode.auto,
+    list_: Annotated[
+        bool,
+        typer.Option(
+            "--list", help="Print the corruption catalogue and exit (no model needed).", rich_help_panel=PANEL
+        ),
+    ] = False,
+    save_grid: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-grid",
+            help="Write a PNG: one image under every corruption at each severity.",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    save_heatmap: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-heatmap",
+            help="Write a PNG heatmap of the accuracy drop per corruption and severity.",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    arch: ArchOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_size: InputSizeOpt = None,
+    channels: ChannelsOpt = None,
+    dataset: DatasetOpt = None,
+    size: SizeOpt = None,
+    split: SplitOpt = Split.test,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    data: DataOpt = None,
+    task: TaskOpt = None,
+    limit: LimitOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = 256,
+    json: JsonOpt = None,
+) -> None:
+    """Accuracy and balanced error under MedMNIST-C corruptions, per corruption and severity."""
+    console, timer = stderr_console(), Timer()
+    modality_name = modality.value if modality else None
+    if list_:
+        console.print(_catalogue(dataset, modality_name))
+        return
+    if model is None:
+        raise ConfigError("give a model file (or --list for the corruption catalogue)")
+    severity_values = parse_severities(severities)
+    inputs = [p for p in (model, data, model.with_suffix(".json")) if p is not None]
+    check_output_target(save_grid, inputs, "--save-grid")
+    check_output_target(save_heatmap, inputs, "--save-heatmap")
+    run = prepare(
+        model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
+        channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
+        download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+    )  # fmt: skip
+    config = _config(run.data, corruption_list, modality_name, severity_values, mode, seed, batch_size)
+    cells = len(config.corruptions) * len(config.severities)
+    with progress_bar(console, "corrupting and predicting", run.data.n * cells) as advance:
+        result = run_shift(run.model, run.data, config, advance)
+    results = result.to_dict()
+    print_warnings(console, run.warnings)
+    for table in tables.shift_tables(results, f"Shift: {run.data.describe()}"):
+        console.print(table)
+    for line in results["notes"]:
+        console.print(f"note: {line}", highlight=False)
+    if save_grid is not None:
+        _grid(save_grid, run.data, config)
+        console.print(f"corruption grid written to {save_grid}")
+    if save_heatmap is not None:
+        _heatmap(save_heatmap, result, results, run.data)
+        console.print(f"accuracy-drop heatmap written to {save_heatmap}")
+    doc = schema.document(
+        "shift",
+        {**run.config, **config.to_dict()},
+        results,
+        model=run.model.describe(),
+        data={**run.data.identity, "n": run.data.n},
+        seed=seed,
+        wall_time_s=timer.elapsed,
+        warnings=run.warnings,
+    )
+    emit(console, json, doc)
+
+
+def _config(
+    data: AuditData,
+    corruption_list: str | None,
+    modality: str | None,
+    severities: tuple[int, ...],
+    mode: Mode,
+    seed: int,
+    batch_size: int,
+) -> ShiftConfig:
+    """Which table and corruptions: --modality, else the MedMNIST dataset audited."""
+    dataset = data.identity.get("name") if data.identity.get("source") == "medmnist" else None
+    if dataset is None and modality is None:
+        raise ConfigError(
+            "which corruptions suit your data? give --modality "
+            f"({', '.join(m.value for m in Modality)}) or --dataset for MedMNIST data"
+        )
+    source = catalogue.params_source(dataset, modality)
+    names = (
+        tuple(part.strip() for part in corruption_list.split(",") if part.strip())
+        if corruption_list
+        else tuple(catalogue.PARAMS[source])
+    )
+    chosen_mode = default_mode(data.size[0]) if mode is Mode.auto else mode.value
+    return ShiftConfig(
+        corruptions=names, source=source, mode=chosen_mode, severities=severities,
+        seed=seed, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def _catalogue(dataset: str | None, modality: str | None) -> Any:
+    """Every corruption with its family and, for a chosen dataset, its five parameters."""
+    source = catalogue.params_source(dataset, modality) if dataset or modality else None
+    entries = []
+    for name in catalogue.all_corruptions():
+        if source is not None and name not in catalogue.PARAMS[source]:
+            continue
+        holders = [ds for ds, table in catalogue.PARAMS.items() if name in table]
+        params = catalogue.PARAMS[source][name] if source else None
+        entries.append(
+            {
+                "corruption": name,
+                "family": catalogue.family_of(name),
+                "params": ", ".join(str(p) for p in params) if params else "per dataset",
+                "datasets": ", ".join(ds.removesuffix("mnist") for ds in holders),
+            }
+        )
+    title = f"MedMNIST-C corruptions for {source}" if source else "MedMNIST-C corruptions"
+    return tables.corruption_catalogue(entries, title)
+
+
+def _grid(path: Path, data: AuditData, config: ShiftConfig) -> None:
+    """Image 0 of the audited data under every corruption and severity, exactly as evaluated."""
+    from medaudit.report.figures import save_corruption_grid
+
+    clean = data.uint8_images(0, 1).permute(0, 2, 3, 1).numpy()
+    rows = {
+        name: [
+            apply_uint8(
+                clean, name, s, config.seed, source=config.params_from(name), mode=config.mode, indices=[0]
+            )[0]
+            for s in config.severities
+        ]
+        for name in config.corruptions
+    }
+    save_corruption_grid(path, clean[0], rows, f"{data.describe()}: corruptions ({config.mode})")
+
+
+def _heatmap(path: Path, result: ShiftResult, results: dict[str, Any], data: AuditData) -> None:
+    from medaudit.report.figures import save_heatmap
+
+    drops = {(r["corruption"], r["severity"]): r["accuracy_drop"] for r in results["corruptions"]}
+    values = np.array(
+        [[drops[(name, s)] for s in result.config.severities] for name in result.config.corruptions]
+    )
+    save_heatmap(
+        path,
+        values,
+        list(result.config.corruptions),
+        [f"severity {s}" for s in result.config.severities],
+        f"Accuracy drop under corruption: {data.describe()}",
+        "clean accuracy - corrupted accuracy",
+    )

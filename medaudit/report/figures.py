@@ -1,0 +1,186 @@
+"""PNG figures for ``medaudit shift``: a corruption example grid and an annotated heatmap.
+
+matplotlib is imported inside the functions so ``import medaudit`` stays fast, and figures are
+built as bare ``Figure`` objects on an Agg canvas: no pyplot state, no GUI backend, no window,
+whatever ``MPLBACKEND`` says. Files are written atomically (temp file in the target folder, then
+``os.replace``), like ``schema.write_json``, so a failed render never leaves a truncated PNG or
+destroys an existing one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+GRID_CELL_IN = 1.1  # inches per image cell: 28 px images upscale ~4x with nearest, 15 rows stay readable
+GRID_DPI = 100
+HEATMAP_DPI = 120
+NAN_COLOUR = "#d9d9d9"  # light grey for missing cells, distinct from every colormap end
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A pyplot-free figure on the Agg canvas, so nothing can open a window or leak global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_atomic(fig: Figure, path: Path, dpi: int) -> None:
+    """Render into a temp file beside the target, then rename: the target is either old or complete."""
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=dpi)
+        os.chmod(temp, 0o644)  # mkstemp makes 0600; a report image should be readable like any output
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _as_image(image: np.ndarray, what: str) -> np.ndarray:
+    """Validate a uint8 HWC image (C=1 or 3) and return HW for grey, HWC for RGB."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"{what}: expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[2] not in (1, 3):
+        raise ValueError(f"{what}: expected an HWC image with 1 or 3 channels, got shape {image.shape}")
+    return image[:, :, 0] if image.shape[2] == 1 else image
+
+
+def _grid_figure(clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: str) -> Figure:
+    """Build the corruption grid; kept separate from saving so tests can inspect the artists."""
+    if not rows:
+        raise ValueError("rows: need at least one corruption")
+    lengths = {len(images) for images in rows.values()}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(
+            f"rows: every corruption needs the same, non-zero number of severities, got {lengths}"
+        )
+    n_sev = lengths.pop()
+    base = _as_image(clean, "clean")
+    images = {
+        name: [_as_image(im, f"{name} severity {i + 1}") for i, im in enumerate(ims)]
+        for name, ims in rows.items()
+    }
+    for name, ims in images.items():
+        for i, im in enumerate(ims):
+            if im.shape != base.shape:
+                raise ValueError(f"{name} severity {i + 1}: shape {im.shape} differs from clean {base.shape}")
+
+    n_rows, n_cols = len(images), 1 + n_sev
+    label_in = 0.08 * max(len(name) for name in images) + 0.3  # room for horizontal row labels
+    fig = _new_figure((n_cols * GRID_CELL_IN + label_in, n_rows * GRID_CELL_IN + 0.8))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    col_labels = ["clean"] + [f"severity {s}" for s in range(1, n_sev + 1)]
+    for r, (name, ims) in enumerate(images.items()):
+        for c, im in enumerate([base, *ims]):
+            ax = axes[r, c]
+            if im.ndim == 2:  # grey: fixed 0..255 scale so severities compare honestly, not per-image stretch
+                ax.imshow(im, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.imshow(im, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=9)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def save_corruption_grid(
+    path: Path, clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: str
+) -> None:
+    """Write one image under every corruption and severity, so readers see what each shift looks like.
+
+    ``clean`` is uint8 HWC (C=1 or 3); ``rows`` maps corruption name -> images at severities 1..N
+    (N=5 for MedMNIST-C), each the same shape as ``clean``. One row per corruption, in dict order.
+    """
+    _save_atomic(_grid_figure(clean, rows, title), path, GRID_DPI)
+
+
+def _format_cell(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
+
+
+def _heatmap_figure(
+    values: np.ndarray, row_labels: list[str], col_labels: list[str], title: str, value_label: str
+) -> Figure:
+    """Build the heatmap; kept separate from saving so tests can inspect norm, colours and text."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    data = np.asarray(values, dtype=float)
+    if data.ndim != 2:
+        raise ValueError(f"values: expected a 2-D array, got shape {data.shape}")
+    if data.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(
+            f"values shape {data.shape} does not match {len(row_labels)} row and {len(col_labels)} column labels"
+        )
+    finite = np.isfinite(data)
+    lo = float(data[finite].min()) if finite.any() else 0.0
+    hi = float(data[finite].max()) if finite.any() else 0.0
+    # positive = worse (red). Mixed signs: diverging map centred at 0 with symmetric limits, so equal
+    # colour intensity means equal magnitude. One sign: sequential map anchored at 0.
+    if lo < 0 < hi:
+        bound = max(-lo, hi)
+        cmap_name, vmin, vmax = "RdBu_r", -bound, bound
+    elif hi <= 0 and lo < 0:
+        cmap_name, vmin, vmax = "Blues_r", lo, 0.0
+    else:
+        cmap_name, vmin, vmax = "Reds", 0.0, hi if hi > 0 else 1.0
+    cmap = colormaps[cmap_name].with_extremes(bad=NAN_COLOUR)
+    norm = Normalize(vmin=vmin, vmax=vmax)
+
+    n_rows, n_cols = data.shape
+    label_in = 0.08 * max((len(s) for s in row_labels), default=0) + 0.3
+    fig = _new_figure((max(4.0, 0.75 * n_cols + label_in + 1.5), max(3.0, 0.42 * n_rows + 1.6)))
+    ax = fig.add_subplot()
+    mesh = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
+    decimals = 3 if max(abs(lo), abs(hi)) < 1 else 2
+    for r in range(n_rows):
+        for c in range(n_cols):
+            value = data[r, c]
+            if not math.isfinite(value):
+                continue  # missing: grey cell, no text
+            red, green, blue, _ = cmap(norm(value))
+            luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+            colour = "black" if luminance > 0.5 else "white"
+            ax.text(c, r, _format_cell(value, decimals), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xticks(range(n_cols), col_labels)
+    ax.set_yticks(range(n_rows), row_labels)
+    if max((len(s) for s in col_labels), default=0) > 4:
+        ax.tick_params(axis="x", labelrotation=40)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    ax.tick_params(length=0)
+    ax.set_title(title, fontsize=11)
+    fig.colorbar(mesh, ax=ax, label=value_label)
+    return fig
+
+
+def save_heatmap(
+    path: Path, values: np.ndarray, row_labels: list[str], col_labels: list[str], title: str, value_label: str
+) -> None:
+    """Write an annotated heatmap (e.g. accuracy drop per corruption x severity; positive = worse).
+
+    Mixed-sign values get a diverging colour scale centred at 0; NaN/inf cells are grey and unlabelled.
+    """
+    _save_atomic(_heatmap_figure(values, row_labels, col_labels, title, value_label), path, HEATMAP_DPI)
