@@ -1,0 +1,235 @@
+"""The task-specific marks: contract, per-image reproducibility, medmnistc parity at 224, size invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medaudit.shift.catalogue import PARAMS
+from medaudit.shift.corrupt import OpContext, corruptions
+from medaudit.shift.marks import BLOB_FILL, black_corner, bubble, characters, stain_deposit
+
+CASES = [
+    ("stain_deposit", "pathmnist"),
+    ("stain_deposit", "bloodmnist"),
+    ("bubble", "pathmnist"),
+    ("bubble", "bloodmnist"),
+    ("black_corner", "dermamnist"),
+    ("characters", "dermamnist"),
+]
+SIZES = (28, 64, 224)
+SEVERITIES = (1, 2, 3, 4, 5)
+
+# Recorded from medmnistc 0.1.0 (opencv 4.14, Pillow 13) on the images of ``_parity_batch``, with
+# microscopy.random.randint(a, b) replaced by default_rng(100 + i).integers(a, b + 1) for image i:
+# the same draws in the same order as ours, so bubbles must match bit for bit.
+MEDMNISTC_BLACK_CORNER_ZEROS = {  # zeroed pixels per size, multipliers 1.10 1.05 1.00 0.90 0.95
+    27: (120, 200, 200, 352, 288),
+    28: (101, 173, 173, 343, 255),
+    64: (465, 725, 889, 1643, 1275),
+    224: (5681, 8085, 10797, 18759, 14911),
+}
+MEDMNISTC_BUBBLE_SUMS = {  # per severity, the sum of each output image
+    "pathmnist": (
+        (19551370, 19421937, 19487865, 19528284, 19597281, 19445106),
+        (19731108, 19520490, 19609063, 19650163, 19828588, 19593124),
+        (19825636, 19609274, 19698818, 19782525, 19985168, 19682064),
+        (20390896, 19921422, 20088400, 20198588, 20372933, 19963713),
+        (20913780, 20136836, 20295695, 20465998, 21040651, 20154231),
+    ),
+    "bloodmnist": (
+        (19417153, 19342656, 19351657, 19388408, 19403806, 19350975),
+        (19472219, 19391840, 19421233, 19464818, 19470706, 19427429),
+        (19606075, 19482978, 19504150, 19565792, 19624756, 19570916),
+        (19734927, 19562715, 19653015, 19759797, 19868122, 19659856),
+        (19922953, 19673253, 19811176, 19931802, 20109857, 19813924),
+    ),
+}
+MEDMNISTC_CHARACTERS_MAD = (0.0501, 0.1038, 0.1492, 0.2438, 0.3504)
+"""Mean |output - input| per severity of cv2.putText (Hershey duplex) with the same words, places and colours."""
+
+
+def _images(n: int, size: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """Mid-grey noise: no pixel at 0 or 255, so darkening and brightening always show."""
+    return np.random.default_rng(seed).integers(40, 216, (n, size, size, channels), dtype=np.uint8)
+
+
+def _ctx(n: int, size: int, *, seed: int = 100, scaled: bool = True) -> OpContext:
+    return OpContext([np.random.default_rng(seed + i) for i in range(n)], scale=size / 224 if scaled else 1.0)
+
+
+def _run(name: str, dataset: str, severity: int, x: np.ndarray, ctx: OpContext) -> np.ndarray:
+    return corruptions.get(name).fn(x, PARAMS[dataset][name][severity - 1], ctx)
+
+
+def _mad(y: np.ndarray, x: np.ndarray) -> float:
+    return float(np.abs(y.astype(np.int64) - x).mean())
+
+
+def _parity_batch() -> np.ndarray:
+    return np.random.default_rng(7).integers(40, 216, (6, 224, 224, 3), dtype=np.uint8)
+
+
+def test_registered_with_channel_handling() -> None:
+    # only characters draws a per-channel colour; the others act on grey directly
+    assert {name: corruptions.get(name).needs_rgb for name, _ in CASES} == {
+        "stain_deposit": False,
+        "bubble": False,
+        "black_corner": False,
+        "characters": True,
+    }
+
+
+@pytest.mark.parametrize(("name", "dataset"), CASES)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_contract(name: str, dataset: str, size: int, severity: int) -> None:
+    for channels in (1, 3) if not corruptions.get(name).needs_rgb else (3,):
+        x = _images(3, size, channels)
+        before = x.copy()
+        y = _run(name, dataset, severity, x, _ctx(3, size))
+        assert y.shape == x.shape and y.dtype == np.uint8
+        np.testing.assert_array_equal(x, before)  # input untouched
+        assert not np.shares_memory(x, y)
+        assert all((y[i] != x[i]).any() for i in range(len(x))), "an image came back unchanged"
+
+
+@pytest.mark.parametrize(("name", "dataset"), [c for c in CASES if c[0] != "black_corner"])
+@pytest.mark.parametrize("size", SIZES)
+def test_reproducible_per_image(name: str, dataset: str, size: int) -> None:
+    x = _images(4, size)
+    y = _run(name, dataset, 5, x, _ctx(4, size))
+    np.testing.assert_array_equal(y, _run(name, dataset, 5, x, _ctx(4, size)))
+    for i in range(len(x)):  # image i alone, with its own generator only, gives the same result
+        alone = OpContext([np.random.default_rng(100 + i)], scale=size / 224)
+        np.testing.assert_array_equal(_run(name, dataset, 5, x[i : i + 1], alone)[0], y[i])
+    # the generator drives the marks: other seeds, other marks
+    assert not np.array_equal(y, _run(name, dataset, 5, x, _ctx(4, size, seed=500)))
+
+
+@pytest.mark.parametrize("size", (8, 9, 27, 28, 64, 224))
+@pytest.mark.parametrize("mult", (1.1, 1.05, 1.0, 0.9, 0.95))
+def test_black_corner_exact(size: int, mult: float) -> None:
+    x = _images(2, size, 1)
+    y = black_corner(x, mult, OpContext([], scale=size / 224))
+    radius = int(size // 2 * mult)  # min(cx, cy, w - cx, h - cy) of a square is size // 2
+    expected = x.copy()
+    for row in range(size):
+        for col in range(size):
+            if (col - size // 2) ** 2 + (row - size // 2) ** 2 > radius * radius:
+                expected[:, row, col] = 0
+    np.testing.assert_array_equal(y, expected)
+    if size in MEDMNISTC_BLACK_CORNER_ZEROS:  # cv2.circle's filled disc, pixel for pixel
+        assert (y[0] == 0).sum() == MEDMNISTC_BLACK_CORNER_ZEROS[size][
+            (1.1, 1.05, 1.0, 0.9, 0.95).index(mult)
+        ]
+
+
+@pytest.mark.parametrize("dataset", ["pathmnist", "bloodmnist"])
+def test_bubble_matches_medmnistc_at_224(dataset: str) -> None:
+    x = _parity_batch()
+    for severity in SEVERITIES:
+        y = bubble(x, PARAMS[dataset]["bubble"][severity - 1], _ctx(6, 224, scaled=False))
+        assert (
+            tuple(int(s) for s in y.astype(np.int64).sum(axis=(1, 2, 3)))
+            == MEDMNISTC_BUBBLE_SUMS[dataset][severity - 1]
+        )
+
+
+def test_characters_ink_matches_cv2_at_224() -> None:
+    x = _parity_batch()
+    for severity, expected in zip(SEVERITIES, MEDMNISTC_CHARACTERS_MAD, strict=True):
+        y = characters(x, PARAMS["dermamnist"]["characters"][severity - 1], _ctx(6, 224, scaled=False))
+        assert _mad(y, x) == pytest.approx(expected, rel=0.1)
+
+
+@pytest.mark.parametrize("dataset", ["pathmnist", "bloodmnist"])
+@pytest.mark.parametrize("size", SIZES)
+def test_stain_only_darkens(dataset: str, size: int) -> None:
+    x = _images(4, size)
+    for severity in SEVERITIES:
+        y = stain_deposit(x, PARAMS[dataset]["stain_deposit"][severity - 1], _ctx(4, size))
+        assert (y <= x).all()
+        changed = y != x
+        if size == 224:  # at the reference size the ink is binary: painted black, nothing in between
+            assert (y[changed] == 0).all()
+        else:  # smaller images get partial coverage, not just black
+            assert (y[changed] > 0).any()
+
+
+@pytest.mark.parametrize("max_marks_ink", [(1, 24), (1, 32)])
+def test_stain_single_blob_is_mostly_filled(max_marks_ink: tuple[int, int]) -> None:
+    ink = max_marks_ink[1]
+    x = _images(16, 224, 1)
+    y = stain_deposit(x, max_marks_ink, _ctx(16, 224, scaled=False))
+    for i in range(len(x)):
+        rows, cols = np.nonzero(y[i, :, :, 0] == 0)
+        assert rows.max() - rows.min() < ink and cols.max() - cols.min() < ink  # one blob inside its square
+        assert 10 <= rows.min() <= rows.max() < 224 - 10  # the 10 px margin
+        assert 10 <= cols.min() <= cols.max() < 224 - 10
+        fill = len(rows) / ink**2
+        assert BLOB_FILL[0] - 0.01 <= fill <= BLOB_FILL[1] + 0.01
+
+
+@pytest.mark.parametrize("dataset", ["pathmnist", "bloodmnist"])
+@pytest.mark.parametrize("size", SIZES)
+def test_bubble_only_brightens(dataset: str, size: int) -> None:
+    x = _images(4, size)
+    for severity in SEVERITIES:
+        y = bubble(x, PARAMS[dataset]["bubble"][severity - 1], _ctx(4, size))
+        assert (y >= x).all()
+        # never more than the rim's alpha 130/255 of the way to white
+        gain = (y.astype(np.float64) - x) / (255 - x.astype(np.float64))
+        assert gain.max() <= 130 / 255 + 0.5 / (255 - 215)
+
+
+@pytest.mark.parametrize(("name", "dataset"), CASES)
+def test_severity_5_at_least_severity_1(name: str, dataset: str) -> None:
+    x = _images(16, 64)
+    frac = [(_run(name, dataset, s, x, _ctx(16, 64)) != x).any(axis=-1).mean() for s in (1, 5)]
+    assert frac[1] > frac[0]
+
+
+def test_black_corner_severity_4_is_harsher_than_5() -> None:
+    # medmnistc's published multipliers are not monotone (0.90 at severity 4, 0.95 at 5); we keep them
+    x = _images(1, 64)
+    zeros = [(_run("black_corner", "dermamnist", s, x, _ctx(1, 64)) == 0).sum() for s in (4, 5)]
+    assert zeros[0] > zeros[1]
+
+
+@pytest.mark.parametrize(("name", "dataset"), CASES)
+@pytest.mark.parametrize("severity", (1, 5))
+def test_scaled_mode_same_severity_at_28_and_224(name: str, dataset: str, severity: int) -> None:
+    """Marks scaled to the image keep the amount of change; the published pixel sizes at 28 px do not."""
+    x224 = _images(24, 224)
+    x28 = x224.reshape(24, 28, 8, 28, 8, 3).mean(axis=(2, 4)).round().astype(np.uint8)
+    big = _mad(_run(name, dataset, severity, x224, _ctx(24, 224)), x224)
+    small = _mad(_run(name, dataset, severity, x28, _ctx(24, 28)), x28)
+    assert 0.75 < small / big < 1.25  # measured 0.84 (characters: faint ink rounds away) to 1.14
+    # the changed-pixel fraction: soft edges at 28 px touch more pixels (measured up to 2.7x, characters 4x)
+    frac_big = (_run(name, dataset, severity, x224, _ctx(24, 224)) != x224).any(axis=-1).mean()
+    frac_small = (_run(name, dataset, severity, x28, _ctx(24, 28)) != x28).any(axis=-1).mean()
+    assert 1 / 1.5 < frac_small / frac_big < (5 if name == "characters" else 3)
+    if name != "black_corner":  # size-relative already; the others use pixel units
+        published = _mad(_run(name, dataset, severity, x28, _ctx(24, 28, scaled=False)), x28)
+        assert published > 3 * small
+
+
+@pytest.mark.parametrize(("name", "dataset"), CASES)
+@pytest.mark.parametrize("size", (8, 9, 13, 28, 64))
+def test_published_pixel_sizes_on_small_images_do_not_crash(name: str, dataset: str, size: int) -> None:
+    # medmnistc raises on empty margin ranges below 224 px; we clamp them
+    x = _images(2, size)
+    for severity in SEVERITIES:
+        for scaled in (False, True):
+            y = _run(name, dataset, severity, x, _ctx(2, size, scaled=scaled))
+            assert y.shape == x.shape and y.dtype == np.uint8
+
+
+@pytest.mark.parametrize("size", (100, 300))
+def test_non_integer_canvas_ratios(size: int) -> None:
+    """Sizes whose ratio to 224 is not an integer: area weights must still conserve the ink."""
+    x = _images(8, size)
+    y = stain_deposit(x, (1, 24), _ctx(8, size))
+    y224 = stain_deposit(_images(8, 224), (1, 24), _ctx(8, 224))
+    assert _mad(y, x) == pytest.approx(_mad(y224, _images(8, 224)), rel=0.25)
