@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def test_severity_is_monotone_in_distance_from_clean(name: str) -> None:
         for s in SEVERITIES
     ]
     assert distances[-1] > distances[0], distances
-    for weaker, stronger in zip(distances, distances[1:], strict=False):
+    for weaker, stronger in itertools.pairwise(distances):
         assert stronger >= weaker * 0.9 - 0.05, distances
 
 
@@ -240,7 +241,7 @@ def test_scaled_mode_shrinks_pixel_parameters_with_size() -> None:
 
 def test_errors_are_config_errors() -> None:
     x = smooth_images(1, 28, 1)
-    with pytest.raises(ConfigError, match="unknown corruption 'gausian_noise'.*gaussian_noise"):
+    with pytest.raises(ConfigError, match=r"unknown corruption 'gausian_noise'.*gaussian_noise"):
         corrupt(x, "gausian_noise", 1, dataset="pneumoniamnist")
     with pytest.raises(ConfigError, match="severity"):
         corrupt(x, "gaussian_noise", 6, dataset="pneumoniamnist")
