@@ -18,7 +18,7 @@ from medaudit.errors import ConfigError
 from medaudit.shift import corrupt, corruptions
 from medaudit.shift.blur import disk_kernel
 from medaudit.shift.catalogue import PARAMS, SEVERITIES, all_corruptions
-from medaudit.shift.corrupt import grey_from_rgb, param_source
+from medaudit.shift.corrupt import grey_from_rgb, param_source, sample_rngs
 
 NON_MONOTONE = {"black_corner"}  # published multipliers 1.10 1.05 1.00 0.90 0.95
 
@@ -257,3 +257,21 @@ def test_a_corruption_outside_the_dataset_list_borrows_another_table() -> None:
     assert param_source("gaussian_noise", "pneumoniamnist", None) == "pneumoniamnist"
     assert param_source("motion_blur", "pneumoniamnist", None) == "pathmnist"
     assert param_source("speckle_noise", None, "ultrasound") == "breastmnist"
+
+
+def test_motion_blur_is_imagemagicks_line_of_taps() -> None:
+    """Direct sum of the taps with edge pixels repeated, angles from each image's own generator."""
+    x = smooth_images(3, 64, 3)
+    radius, sigma = PARAMS["pathmnist"]["motion_blur"][3]
+    ours = corrupt(x, "motion_blur", 4, seed=2, dataset="pathmnist", mode="medmnistc")
+    taps = np.arange(2 * int(np.ceil(radius)) + 1)
+    weights = np.exp(-(taps**2) / (2 * sigma**2))
+    weights /= weights.sum()
+    rows, cols = np.mgrid[:64, :64]
+    for i in range(3):
+        angle = np.deg2rad(sample_rngs(2, [i], "motion_blur", 4)[0].uniform(-45, 45))
+        total = np.zeros((3, 64, 64))
+        for tap, weight in zip(taps, weights, strict=True):
+            dx, dy = int(np.ceil(tap * np.cos(angle) - 0.5)), int(np.ceil(tap * np.sin(angle) - 0.5))
+            total += weight * x[i].numpy()[:, np.clip(rows + dy, 0, 63), np.clip(cols + dx, 0, 63)]
+        assert np.abs(ours[i].numpy().astype(int) - np.rint(total)).max() <= 1

@@ -45,33 +45,29 @@ register("gamma_corr_down")(_gamma)
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """scikit-image's ``rgb2hsv`` on [0,1] floats (hue in [0,1))."""
-    value = rgb.max(axis=-1)
-    delta = np.ptp(rgb, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        saturation = np.where(delta == 0, 0.0, delta / np.where(value == 0, 1, value))
-        r, g, b = (rgb[..., c] for c in range(3))
-        safe = np.where(delta == 0, 1, delta)
-        hue = np.where(
-            r == value,
-            (g - b) / safe,
-            np.where(g == value, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe),
-        )
-    hue = np.where(delta == 0, 0.0, (hue / 6.0) % 1.0)
+    """scikit-image's ``rgb2hsv`` on [0,1] floats (hue in [0,1); on ties blue wins, then green)."""
+    r, g, b = (rgb[..., c] for c in range(3))
+    value = np.maximum(np.maximum(r, g), b)
+    delta = value - np.minimum(np.minimum(r, g), b)
+    flat = delta == 0
+    safe = np.where(flat, 1.0, delta)
+    saturation = np.where(flat, 0.0, delta / np.where(value == 0, 1.0, value))
+    hue = (g - b) / safe
+    hue = np.where(g == value, 2.0 + (b - r) / safe, hue)
+    hue = np.where(b == value, 4.0 + (r - g) / safe, hue)
+    hue = np.where(flat, 0.0, (hue / 6.0) % 1.0)
     return np.stack([hue, saturation, value], axis=-1)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """scikit-image's ``hsv2rgb``."""
+    """scikit-image's ``hsv2rgb`` in closed form: channel n = v - v s clip(min(k, 4 - k), 0, 1),
+    k = (n + 6h) mod 6 for n = 5, 3, 1 (no per-sector selection)."""
     h, s, v = (hsv[..., c] for c in range(3))
-    sector = np.floor(h * 6)
-    f = h * 6 - sector
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    sector = sector.astype(np.int64) % 6
-    choices = [
-        np.stack(c, axis=-1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))
-    ]
-    return np.choose(sector[..., None], choices)
+    channels = []
+    for n in (5, 3, 1):
+        k = (n + 6 * h) % 6
+        channels.append(v - v * s * np.clip(np.minimum(k, 4 - k), 0, 1))
+    return np.stack(channels, axis=-1)
 
 
 @register("saturate", needs_rgb=True)
