@@ -22,6 +22,7 @@ demo: $(STAMP)
 	$(BIN)/medaudit info $(DEMO_MODEL)
 	$(BIN)/medaudit eval $(DEMO_MODEL) --json out/demo_eval.json
 	$(BIN)/medaudit attack $(DEMO_MODEL) --eps 0.004 --json out/demo_attack.json
+	$(BIN)/medaudit shift $(DEMO_MODEL) --json out/demo_shift.json --save-heatmap out/demo_shift_heatmap.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
