@@ -70,11 +70,29 @@ def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
+def _opencv_blur3(disk: np.ndarray, sigma: float) -> np.ndarray:
+    """``cv2.GaussianBlur(disk, (3, 3), sigma)`` on float32, reproducing OpenCV's arithmetic:
+    separable, symmetric taps added first, float64 products rounded to float32 per pass,
+    reflect-101 border. (A float64 blur differs by one float32 step, and that step decides
+    8-bit truncation on flat regions.)"""
+    g = np.exp(-np.array([1.0, 0.0, 1.0]) / (2 * sigma * sigma))
+    g = (g / g.sum()).astype(np.float32)
+    side, centre = float(g[0]), float(g[1])
+    p = np.pad(disk, 1, mode="reflect")
+    rows = (p[:, 1:-1].astype(np.float64) * centre + (p[:, :-2] + p[:, 2:]).astype(np.float64) * side).astype(
+        np.float32
+    )
+    middle = (rows[1:-1] * g[1]).astype(np.float64)
+    return ((rows[:-2] + rows[2:]).astype(np.float64) * side + middle).astype(np.float32)
+
+
 def disk_kernel(radius: float, alias_sigma: float, supersample: int = 1) -> np.ndarray:
     """MedMNIST-C's ``disk``: a normalised disk smoothed by a 3x3 (5x5 beyond radius 8) Gaussian.
 
-    ``supersample`` > 1 renders the disk's area coverage per pixel instead of a
-    0/1 test of the pixel centre (used for sub-pixel radii in scaled mode).
+    The published kernels (``supersample`` 1, radius <= 8) are bit-exact with
+    the float32 OpenCV computation. ``supersample`` > 1 renders the disk's area
+    coverage per pixel instead of a 0/1 test of the pixel centre (used for
+    sub-pixel radii in scaled mode).
     """
     published = 8 if radius <= 8 else int(radius)  # grid -8..8, or -radius..radius beyond 8
     half = published if supersample == 1 else max(1, math.ceil(radius) + 1)
@@ -83,14 +101,16 @@ def disk_kernel(radius: float, alias_sigma: float, supersample: int = 1) -> np.n
     grid = np.arange(-half, half + 1)
     fine = (grid[:, None] + offsets[None, :]).ravel()
     xx, yy = np.meshgrid(fine, fine)
-    inside = (xx**2 + yy**2 <= radius**2).astype(np.float64)
+    inside = (xx**2 + yy**2 <= radius**2).astype(np.float32)
     disk = inside.reshape(len(grid), supersample, len(grid), supersample).mean(axis=(1, 3))
     if disk.sum() == 0:  # radius below the centre pixel's reach
         disk[half, half] = 1.0
     disk /= disk.sum()
+    if ksize == 3 and alias_sigma > 0:
+        return _opencv_blur3(disk, alias_sigma)
     g = _gaussian_1d(ksize, alias_sigma) if alias_sigma > 0 else np.eye(1, ksize, ksize // 2)[0]
     pad = ksize // 2
-    padded = np.pad(disk, pad, mode="reflect")  # numpy 'reflect' = OpenCV's reflect-101
+    padded = np.pad(disk.astype(np.float64), pad, mode="reflect")  # numpy 'reflect' = OpenCV's reflect-101
     rows = sum(g[i] * padded[i : i + disk.shape[0], :] for i in range(ksize))
     return sum(g[i] * rows[:, i : i + disk.shape[1]] for i in range(ksize)).astype(np.float32)
 
@@ -114,7 +134,11 @@ def gaussian_blur(x: np.ndarray, kernel_size: int, ctx: OpContext) -> np.ndarray
     if ctx.scale != 1.0:
         sigma = ctx.px(sigma)
         kernel_size = 2 * math.ceil(3 * sigma) + 1
-    g = torch.from_numpy(_gaussian_1d(kernel_size, sigma)).to(torch.float32)
+    half = (kernel_size - 1) * 0.5
+    pdf = torch.exp(
+        -0.5 * (torch.linspace(-half, half, kernel_size) / sigma).pow(2)
+    )  # torchvision's float32 kernel
+    g = pdf / pdf.sum()
     image = torch.from_numpy(x).permute(0, 3, 1, 2).to(torch.float32)
     return _round(_correlate(image, torch.outer(g, g)))
 
@@ -173,10 +197,10 @@ def zoom_blur(x: np.ndarray, spec: tuple[float, float, float], ctx: OpContext) -
     ``ndimage.zoom`` order 1, crop back): the same sampling grid for every
     image, so the whole batch goes through one ``grid_sample`` as channels.
     """
-    image = _to_torch(x).float()
+    image = _to_torch(x)
     n, channels, size, _ = image.shape
     stacked = image.reshape(1, n * channels, size, size)
-    total = stacked.clone()
+    zooms = torch.zeros(stacked.shape, dtype=torch.float32)
     factors = np.arange(*spec)
     for factor in factors:
         crop = int(np.ceil(size / factor))
@@ -184,9 +208,12 @@ def zoom_blur(x: np.ndarray, spec: tuple[float, float, float], ctx: OpContext) -
         zoomed = round(float(crop * factor))
         trim = (zoomed - size) // 2
         step = (crop - 1) / (zoomed - 1) if zoomed > 1 else 0.0
-        coords = top + (torch.arange(size, dtype=torch.float32) + trim) * step
+        coords = top + (torch.arange(size, dtype=torch.float64) + trim) * step
         normalised = 2 * coords / (size - 1) - 1
         grid = torch.stack(torch.meshgrid(normalised, normalised, indexing="xy"), dim=-1)[None]
-        total += F.grid_sample(stacked, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    mean = (total / (len(factors) + 1)).reshape(n, channels, size, size)
-    return _truncate(mean.double())
+        sampled = F.grid_sample(
+            stacked, grid.double(), mode="bilinear", padding_mode="border", align_corners=True
+        )
+        zooms += sampled.float()  # float32 sums in the reference's order: zooms first, then the image
+    mean = (stacked.float() + zooms) / (len(factors) + 1)
+    return _truncate(mean.reshape(n, channels, size, size))

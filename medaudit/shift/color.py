@@ -60,14 +60,15 @@ def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """scikit-image's ``hsv2rgb`` in closed form: channel n = v - v s clip(min(k, 4 - k), 0, 1),
-    k = (n + 6h) mod 6 for n = 5, 3, 1 (no per-sector selection)."""
+    """scikit-image's ``hsv2rgb`` with its exact p, q, t expressions per hue sector
+    (an algebraically equal closed form rounds differently and moves 8-bit values)."""
     h, s, v = (hsv[..., c] for c in range(3))
-    channels = []
-    for n in (5, 3, 1):
-        k = (n + 6 * h) % 6
-        channels.append(v - v * s * np.clip(np.minimum(k, 4 - k), 0, 1))
-    return np.stack(channels, axis=-1)
+    sector = np.floor(h * 6)
+    f = h * 6 - sector
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    sector = sector.astype(np.int64) % 6
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    return np.stack([np.choose(sector, [c[channel] for c in choices]) for channel in range(3)], axis=-1)
 
 
 @register("saturate", needs_rgb=True)
