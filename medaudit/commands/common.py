@@ -336,15 +336,7 @@ def prepare(
             "trust_checkpoint": trust_checkpoint,
             "spec_overrides": options.spec.to_dict(),
         },
-        "data": {
-            "dataset": spec.dataset,
-            "size": spec.size,
-            "split": spec.split,
-            "data": str(spec.data) if spec.data else None,
-            "task": spec.task.value if spec.task else None,
-            "limit": spec.limit,
-            "seed": spec.seed,
-        },
+        "data": spec.to_dict(),
     }
     return Prepared(audit_model, audit_data, warnings_, config)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medaudit.data.dataset import AuditData, stratified_indices
 from medaudit.data.files import load_image_folder, load_npz
@@ -27,6 +28,18 @@ class DataSpec:
     task: Task | None = None
     limit: int | None = None
     seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as recorded in the JSON ``config``."""
+        return {
+            "dataset": self.dataset,
+            "size": self.size,
+            "split": self.split,
+            "data": str(self.data) if self.data else None,
+            "task": self.task.value if self.task else None,
+            "limit": self.limit,
+            "seed": self.seed,
+        }
 
     def __post_init__(self) -> None:
         if self.dataset and self.data:

@@ -1,4 +1,4 @@
-"""PNG figures for ``medaudit shift``: a corruption example grid and an annotated heatmap.
+"""PNG figures: the corruption example grid and heatmap (shift), the neighbour-distance histogram (intrinsic).
 
 matplotlib is imported inside the functions so ``import medaudit`` stays fast, and figures are
 built as bare ``Figure`` objects on an Agg canvas: no pyplot state, no GUI backend, no window,
@@ -184,3 +184,26 @@ def save_heatmap(
     Mixed-sign values get a diverging colour scale centred at 0; NaN/inf cells are grey and unlabelled.
     """
     _save_atomic(_heatmap_figure(values, row_labels, col_labels, title, value_label), path, HEATMAP_DPI)
+
+
+def save_distance_histogram(path: Path, series: dict[str, np.ndarray], title: str, xlabel: str) -> None:
+    """Overlaid histograms of nearest-neighbour distances (same label vs other label).
+
+    Where the two overlap, images sit closer to a differently-labelled image
+    than to their own class: the data's label sharpness shows as the left tail
+    of the other-label histogram.
+    """
+    fig = _new_figure((6.4, 4.0))
+    ax = fig.add_subplot()
+    finite = [values[np.isfinite(values)] for values in series.values()]
+    pooled = (
+        np.concatenate([v for v in finite if len(v)]) if any(len(v) for v in finite) else np.array([0.0, 1.0])
+    )
+    bins = np.linspace(0.0, float(pooled.max()) * 1.02 + 1e-12, 50)
+    for (name, _), values in zip(series.items(), finite, strict=True):
+        ax.hist(values, bins=bins, alpha=0.55, label=f"{name} (n = {len(values)})")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("images")
+    ax.legend(frameon=False)
+    _save_atomic(fig, path, HEATMAP_DPI)

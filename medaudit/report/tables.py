@@ -197,3 +197,55 @@ def corruption_catalogue(entries: list[dict[str, Any]], title: str) -> Table:
     for entry in entries:
         table.add_row(entry["corruption"], entry["family"], entry["params"], entry["datasets"])
     return table
+
+
+def _interval(value: float, interval: list[float] | None) -> str:
+    return f"{value:.2f}" + (f"  [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
+def intrinsic_table(results: dict[str, Any], title: str) -> Table:
+    """One row per measured property, with its 95% subsampling interval where there is one."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("property")
+    table.add_column("value", justify="right")
+    table.add_column("detail")
+    s, d = results["label_sharpness"], results["d_data"]
+    q = s["quantiles"]
+    table.add_row(
+        "label sharpness K_F",
+        _fmt(s["k_f"], 4),
+        f"per-image 1/(nearest other-label distance): median {q['q50']:.3f}, q90 {q['q90']:.3f}, q99 {q['q99']:.3f}",
+    )
+    pairs = ", ".join(f"{p['a']}–{p['b']}" for p in s["closest_pairs"][:3])
+    table.add_row(
+        "closest cross-label pair",
+        _fmt(s["closest_cross_label_distance"], 4),
+        f"images {pairs}; "
+        f"nearest neighbour has another label for {_fmt(s['nearest_neighbour_label_disagreement'], 3)} of images",
+    )
+    table.add_row(
+        "duplicates",
+        str(s["exact_duplicates"]),
+        f"{len(s['cross_label_duplicates'])} identical pairs with different labels",
+    )
+    note = f"{d['n']} distinct images, {d['dims']} dims, MLE k={d['k']} ({d['normalizer']})"
+    table.add_row("d_data (TwoNN)", _interval(d["twonn"], d["twonn_interval"]), note, end_section=False)
+    table.add_row("d_data (MLE)", _interval(d["mle"], d["mle_interval"]), "", end_section=True)
+    r = results["d_repr"]
+    if r is not None:
+        check = results["d_repr_le_d_data"]
+        verdict = "≤ d_data" if check["twonn"] and check["mle"] else "[bold red]> d_data[/]"
+        table.add_row(
+            "d_repr (TwoNN)", _interval(r["twonn"], r["twonn_interval"]), f"{r['layer']}; {verdict}"
+        )
+        table.add_row("d_repr (MLE)", _interval(r["mle"], r["mle_interval"]), "", end_section=True)
+    lip = results["model_smoothness"]
+    if lip is not None:
+        table.add_row(
+            "local Lipschitz (mean)",
+            _fmt(lip["mean"], 4),
+            f"‖Δlogits‖₁/‖Δx‖∞ within eps {lip['eps']:g}: median {lip['median']:.3g}, "
+            f"q90 {lip['q90']:.3g}, max {lip['max']:.3g} (n = {lip['n']})",
+        )
+    table.caption = "\n".join(f"• {line}" for line in results["interpretation"])
+    return table
