@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from medaudit.data import AuditData
-from medaudit.intrinsic.dimension import DimensionConfig, estimate
+from medaudit.intrinsic.dimension import NEAR_TWIN_RATIO, DimensionConfig, estimate
 from medaudit.intrinsic.features import extract_features
 from medaudit.intrinsic.neighbours import flatten
 from medaudit.intrinsic.sharpness import SharpnessResult, label_sharpness
 from medaudit.intrinsic.smoothness import LipschitzConfig, local_lipschitz
 from medaudit.models import AuditModel
+
+NEAR_TWIN_WARNING = 0.05
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,13 @@ def interpretation(result: IntrinsicResult) -> list[str]:
         f"the images lie near a {d['twonn']:.1f}-dimensional (TwoNN; MLE {d['mle']:.1f}) manifold "
         f"in {d['dims']} pixel dimensions; generalisation error grows with d_data, more steeply when K_F is high"
     )
+    for name, estimate_ in (("images", d), ("features", result.d_repr)):
+        if estimate_ is not None and estimate_["near_twin_fraction"] > NEAR_TWIN_WARNING:
+            lines.append(
+                f"{estimate_['near_twin_fraction']:.0%} of the {name} have a near-twin (second neighbour over "
+                f"{NEAR_TWIN_RATIO:g}x farther than the first): TwoNN, which reads only those two distances, "
+                "is pulled down; trust MLE here"
+            )
     if result.d_repr is not None:
         r = result.d_repr
         holds = r["twonn"] <= d["twonn"]
@@ -122,9 +131,8 @@ def interpretation(result: IntrinsicResult) -> list[str]:
     if result.lipschitz is not None:
         lip = result.lipschitz
         lines.append(
-            f"around the images the model's logits move by up to {lip['mean']:.3g} (L1) per unit of L-inf "
-            f"input change on average (eps {lip['eps']:g}): one grey level can shift them by "
-            f"{lip['mean'] / 255:.3g}"
+            f"within eps {lip['eps']:g} of an image the model's logits change by {lip['mean']:.3g} (L1) per unit "
+            f"of L-inf input change (mean over images): one grey level can move them by {lip['mean'] / 255:.2g}"
         )
     return lines
 

@@ -31,6 +31,9 @@ from medaudit.intrinsic.neighbours import knn, unique_rows
 
 Normalizer = Literal["k-1", "k-2"]
 TWONN_DISCARD = 0.1
+NEAR_TWIN_RATIO = 4.0
+"""A point whose second neighbour is this much farther than its first has a near-twin (TwoNN reads
+only these two distances, so many near-twins pull it far below MLE)."""
 
 
 def mle_inverse(dists: torch.Tensor, k: int, normalizer: Normalizer) -> torch.Tensor:
@@ -106,6 +109,7 @@ def estimate(vectors: torch.Tensor, config: DimensionConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "mle": mle(dists, config.k, config.normalizer),
         "twonn": twonn(dists),
+        "near_twin_fraction": float((dists[:, 1] > NEAR_TWIN_RATIO * dists[:, 0]).double().mean()),
         "n": n,
         "duplicates_removed": len(vectors) - n,
         "dims": x.shape[1],

@@ -205,7 +205,7 @@ def _interval(value: float, interval: list[float] | None) -> str:
 
 def intrinsic_table(results: dict[str, Any], title: str) -> Table:
     """One row per measured property, with its 95% subsampling interval where there is one."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("property")
     table.add_column("value", justify="right")
     table.add_column("detail")
@@ -243,7 +243,7 @@ def intrinsic_table(results: dict[str, Any], title: str) -> Table:
     if lip is not None:
         table.add_row(
             "local Lipschitz (mean)",
-            _fmt(lip["mean"], 4),
+            f"{lip['mean']:.4g}",
             f"‖Δlogits‖₁/‖Δx‖∞ within eps {lip['eps']:g}: median {lip['median']:.3g}, "
             f"q90 {lip['q90']:.3g}, max {lip['max']:.3g} (n = {lip['n']})",
         )
