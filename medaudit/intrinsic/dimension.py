@@ -104,8 +104,7 @@ def estimate(vectors: torch.Tensor, config: DimensionConfig) -> dict[str, Any]:
     n = len(x)
     if n <= config.k + 1:
         raise ConfigError(f"{n} distinct points: need more than k + 1 = {config.k + 1} for the dimension")
-    depth = min(n - 1, 2 * config.k + 24)  # room for the subsamples' neighbours
-    dists, idx = knn(x, depth)
+    dists, idx = knn(x, config.k, extra=config.k + 24)  # room for the subsamples' neighbours
     result: dict[str, Any] = {
         "mle": mle(dists, config.k, config.normalizer),
         "twonn": twonn(dists),

@@ -68,16 +68,26 @@ def _best(
     return exact.gather(1, order), candidates.gather(1, order)
 
 
-def knn(x: torch.Tensor, k: int, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distances (float64) and indices of each row's k nearest other rows, nearest first."""
+def knn(x: torch.Tensor, k: int, chunk: int = CHUNK, extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances (float64) and indices of each row's k nearest other rows, nearest first.
+
+    ``extra`` further neighbours follow, measured in float32 only (for
+    subsampling intervals, where 1e-6 relative error does not matter).
+    """
     n = len(x)
     if not 1 <= k < n:
         raise ValueError(f"k must be in 1..{n - 1}, got {k}")
+    extra = min(extra, n - 1 - k)
     x64 = x.double()
     x = x.float()
     dists, idx = [], []
     for start, block in _row_blocks(x, chunk):
         d, i = _best(x64, torch.arange(start, start + len(block)), block, k)
+        if extra:
+            block.scatter_(1, i, float("inf"))  # the exact ones, out of the way
+            far_d, far_i = block.topk(extra, dim=1, largest=False)
+            d = torch.cat([d, far_d.clamp_min(0).double().sqrt()], dim=1)
+            i = torch.cat([i, far_i], dim=1)
         dists.append(d)
         idx.append(i)
     return torch.cat(dists), torch.cat(idx)
