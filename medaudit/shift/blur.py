@@ -139,6 +139,7 @@ def gaussian_blur(x: np.ndarray, kernel_size: int, ctx: OpContext) -> np.ndarray
         -0.5 * (torch.linspace(-half, half, kernel_size) / sigma).pow(2)
     )  # torchvision's float32 kernel
     g = pdf / pdf.sum()
+    g[g < 1e-30] = 0.0  # denormal taps (tiny sigma in scaled mode) make the convolution ~6x slower
     image = torch.from_numpy(x).permute(0, 3, 1, 2).to(torch.float32)
     return _round(_correlate(image, torch.outer(g, g)))
 

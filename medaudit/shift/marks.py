@@ -65,6 +65,7 @@ def _randint(rng: np.random.Generator, low: int, high: int) -> int:
     return int(rng.integers(low, high + 1))
 
 
+@lru_cache(maxsize=16)
 def _area_matrix(src: int, dst: int) -> np.ndarray:
     """(dst, src) weights of an area resize: each output pixel is the mean of what it covers."""
     step = src / dst

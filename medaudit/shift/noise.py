@@ -13,11 +13,14 @@ import numpy as np
 from medaudit.shift.corrupt import OpContext, register
 
 
-def _noisy(
-    x: np.ndarray, ctx: OpContext, draw: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
+def _per_image(
+    x: np.ndarray, ctx: OpContext, corrupt_one: Callable[[np.random.Generator, np.ndarray], np.ndarray]
 ) -> np.ndarray:
-    """Per-image draws (shape of one image), combined into the batch."""
-    return np.stack([draw(rng, x.shape[1:]) for rng in ctx.rngs])
+    """Each image's float intensity through ``corrupt_one`` with its own generator, to 8 bits."""
+    out = np.empty_like(x)
+    for i, (rng, image) in enumerate(zip(ctx.rngs, x, strict=True)):
+        out[i] = _to_uint8(corrupt_one(rng, image / 255.0))
+    return out
 
 
 def _to_uint8(intensity: np.ndarray) -> np.ndarray:
@@ -27,24 +30,19 @@ def _to_uint8(intensity: np.ndarray) -> np.ndarray:
 @register("gaussian_noise", needs_rgb=True)
 def gaussian_noise(x: np.ndarray, sigma: float, ctx: OpContext) -> np.ndarray:
     """x + N(0, sigma)."""
-    noise = _noisy(x, ctx, lambda rng, shape: rng.normal(scale=sigma, size=shape))
-    return _to_uint8(x / 255.0 + noise)
+    return _per_image(x, ctx, lambda rng, v: v + rng.normal(scale=sigma, size=v.shape))
 
 
 @register("speckle_noise", needs_rgb=True)
 def speckle_noise(x: np.ndarray, sigma: float, ctx: OpContext) -> np.ndarray:
     """x + x * N(0, sigma): multiplicative, as ultrasound and OCT speckle."""
-    noise = _noisy(x, ctx, lambda rng, shape: rng.normal(scale=sigma, size=shape))
-    intensity = x / 255.0
-    return _to_uint8(intensity + intensity * noise)
+    return _per_image(x, ctx, lambda rng, v: v + v * rng.normal(scale=sigma, size=v.shape))
 
 
 @register("shot_noise", needs_rgb=True)
 def shot_noise(x: np.ndarray, photons: float, ctx: OpContext) -> np.ndarray:
     """Poisson(x * photons) / photons: fewer photons, more noise."""
-    intensity = x / 255.0
-    counts = np.stack([rng.poisson(img * photons) for rng, img in zip(ctx.rngs, intensity, strict=True)])
-    return _to_uint8(counts / float(photons))
+    return _per_image(x, ctx, lambda rng, v: rng.poisson(v * photons) / float(photons))
 
 
 @register("impulse_noise", needs_rgb=True)
@@ -53,6 +51,9 @@ def impulse_noise(x: np.ndarray, amount: float, ctx: OpContext) -> np.ndarray:
 
     scikit-image's ``random_noise(mode='s&p')``, which MedMNIST-C calls, per element.
     """
-    draws = _noisy(x, ctx, lambda rng, shape: rng.random((2, *shape)))
-    flipped, salt = draws[:, 0] < amount, draws[:, 1] < 0.5
-    return _to_uint8(np.where(flipped, salt.astype(np.float64), x / 255.0))
+
+    def flip(rng: np.random.Generator, v: np.ndarray) -> np.ndarray:
+        draws = rng.random((2, *v.shape))
+        return np.where(draws[0] < amount, (draws[1] < 0.5).astype(np.float64), v)
+
+    return _per_image(x, ctx, flip)
