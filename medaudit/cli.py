@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from medaudit import __version__
-from medaudit.commands import attack, evaluate, intrinsic, shift
+from medaudit.commands import attack, evaluate, gate, intrinsic, run, shift
 from medaudit.commands.common import Settings, configure, handle_errors
 
 app = typer.Typer(
@@ -43,6 +43,10 @@ app.command("eval", rich_help_panel="Audits")(handle_errors(evaluate.eval_comman
 app.command("attack", rich_help_panel="Audits")(handle_errors(attack.attack_command))
 app.command("shift", rich_help_panel="Audits")(handle_errors(shift.shift_command))
 app.command("intrinsic", rich_help_panel="Audits")(handle_errors(intrinsic.intrinsic_command))
+app.command("run", rich_help_panel="Audits")(handle_errors(run.run_command))
+app.command("gate", rich_help_panel="Release")(handle_errors(gate.gate_command))
+app.command("compare", rich_help_panel="Release")(handle_errors(gate.compare_command))
+app.command("init", rich_help_panel="Utilities")(handle_errors(run.init_command))
 app.command("info", rich_help_panel="Utilities")(handle_errors(evaluate.info_command))
 app.command("list", rich_help_panel="Utilities")(handle_errors(evaluate.list_command))
 

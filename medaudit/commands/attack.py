@@ -166,7 +166,7 @@ def attack_command(
             run, eps, norm, attack, steps, restarts, tolerance, batch_size, seed
         )
     else:
-        command, config, results, warnings = _sweep(
+        command, config, results, warnings = sweep_section(
             run, eps, norm, attack, batch_size, seed, save_adv, save_grid,
             steps=steps, step_size=step_size, restarts=restarts, queries=queries,
         )  # fmt: skip
@@ -184,7 +184,7 @@ def attack_command(
     emit(console, json, doc)
 
 
-def _sweep(
+def sweep_section(
     run: Prepared,
     eps: str,
     norm: Norm,
@@ -195,6 +195,7 @@ def _sweep(
     save_grid: Path | None,
     **effort: Any,
 ) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
+    """Run the sweep and its honesty checks, print the tables, save the artifacts (also used by ``run``)."""
     console = stderr_console()
     config, notes = build_config(attack, run.model, eps, norm.value, batch_size, seed, **effort)
     keep = save_adv is not None or save_grid is not None

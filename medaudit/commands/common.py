@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medaudit.data import AuditData, DataSpec, load_data
@@ -210,7 +211,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except MedauditError as exc:
             if debug:
                 raise
-            stderr_console().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            stderr_console().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -23,6 +23,7 @@ from medaudit.commands.common import (
     JsonOpt,
     LimitOpt,
     MeanOpt,
+    Prepared,
     SeedOpt,
     SizeOpt,
     Split,
@@ -166,16 +167,9 @@ def shift_command(
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
         download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
     )  # fmt: skip
-    config = _config(run.data, corruption_list, modality_name, severity_values, mode, seed, batch_size)
-    cells = len(config.corruptions) * len(config.severities)
-    with progress_bar(console, "corrupting and predicting", run.data.n * cells) as advance:
-        result = run_shift(run.model, run.data, config, advance)
-    results = result.to_dict()
+    config = shift_config(run.data, corruption_list, modality_name, severity_values, mode, seed, batch_size)
     print_warnings(console, run.warnings)
-    for table in tables.shift_tables(results, f"Shift: {run.data.describe()}"):
-        console.print(table)
-    for line in results["notes"]:
-        console.print(f"note: {line}", highlight=False)
+    result, results = shift_section(run, config)
     if save_grid is not None:
         _grid(save_grid, run.data, config)
         console.print(f"corruption grid written to {save_grid}")
@@ -195,7 +189,7 @@ def shift_command(
     emit(console, json, doc)
 
 
-def _config(
+def shift_config(
     data: AuditData,
     corruption_list: str | None,
     modality: str | None,
@@ -222,6 +216,20 @@ def _config(
         corruptions=names, source=source, mode=chosen_mode, severities=severities,
         seed=seed, batch_size=batch_size,
     )  # fmt: skip
+
+
+def shift_section(run: Prepared, config: ShiftConfig) -> tuple[ShiftResult, dict[str, Any]]:
+    """Run the benchmark with a progress bar and print its tables (also used by ``run``)."""
+    console = stderr_console()
+    cells = len(config.corruptions) * len(config.severities)
+    with progress_bar(console, "corrupting and predicting", run.data.n * cells) as advance:
+        result = run_shift(run.model, run.data, config, advance)
+    results = result.to_dict()
+    for table in tables.shift_tables(results, f"Shift: {run.data.describe()}"):
+        console.print(table)
+    for line in results["notes"]:
+        console.print(f"note: {line}", highlight=False)
+    return result, results
 
 
 def _catalogue(dataset: str | None, modality: str | None) -> Any:

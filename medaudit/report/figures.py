@@ -1,19 +1,22 @@
-"""PNG figures: the corruption example grid and heatmap (shift), the neighbour-distance histogram (intrinsic).
+"""PNG figures: the corruption example grid and heatmap (shift), the neighbour-distance histogram
+(intrinsic), the robustness curve (attack).
 
 matplotlib is imported inside the functions so ``import medaudit`` stays fast, and figures are
 built as bare ``Figure`` objects on an Agg canvas: no pyplot state, no GUI backend, no window,
 whatever ``MPLBACKEND`` says. Files are written atomically (temp file in the target folder, then
 ``os.replace``), like ``schema.write_json``, so a failed render never leaves a truncated PNG or
-destroys an existing one.
+destroys an existing one. Each figure is built once by a ``_*_figure`` function and either saved
+(``save_*``) or returned as PNG bytes (``*_png``) for the self-contained HTML report.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 GRID_CELL_IN = 1.1  # inches per image cell: 28 px images upscale ~4x with nearest, 15 rows stay readable
 GRID_DPI = 100
 HEATMAP_DPI = 120
+CURVE_DPI = 120
 NAN_COLOUR = "#d9d9d9"  # light grey for missing cells, distinct from every colormap end
 
 
@@ -48,6 +52,13 @@ def _save_atomic(fig: Figure, path: Path, dpi: int) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def _png_bytes(fig: Figure, dpi: int) -> bytes:
+    """Render to memory, for callers that embed the figure (HTML data URIs) rather than write a file."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
 def _as_image(image: np.ndarray, what: str) -> np.ndarray:
@@ -112,6 +123,11 @@ def save_corruption_grid(
     (N=5 for MedMNIST-C), each the same shape as ``clean``. One row per corruption, in dict order.
     """
     _save_atomic(_grid_figure(clean, rows, title), path, GRID_DPI)
+
+
+def corruption_grid_png(clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: str) -> bytes:
+    """The corruption grid of ``save_corruption_grid`` as PNG bytes, for embedding in a report."""
+    return _png_bytes(_grid_figure(clean, rows, title), GRID_DPI)
 
 
 def _format_cell(value: float, decimals: int) -> str:
@@ -186,16 +202,19 @@ def save_heatmap(
     _save_atomic(_heatmap_figure(values, row_labels, col_labels, title, value_label), path, HEATMAP_DPI)
 
 
-def save_distance_histogram(path: Path, series: dict[str, np.ndarray], title: str, xlabel: str) -> None:
-    """Overlaid histograms of nearest-neighbour distances (same label vs other label).
+def heatmap_png(
+    values: np.ndarray, row_labels: list[str], col_labels: list[str], title: str, value_label: str
+) -> bytes:
+    """The heatmap of ``save_heatmap`` as PNG bytes, for embedding in a report."""
+    return _png_bytes(_heatmap_figure(values, row_labels, col_labels, title, value_label), HEATMAP_DPI)
 
-    Where the two overlap, images sit closer to a differently-labelled image
-    than to their own class: the data's label sharpness shows as the left tail
-    of the other-label histogram.
-    """
+
+def _distance_histogram_figure(series: dict[str, np.ndarray], title: str, xlabel: str) -> Figure:
+    """Build the overlaid histograms; shared by the file and the in-memory variant."""
     fig = _new_figure((6.4, 4.0))
     ax = fig.add_subplot()
-    finite = [values[np.isfinite(values)] for values in series.values()]
+    finite = [np.asarray(values, dtype=float) for values in series.values()]
+    finite = [values[np.isfinite(values)] for values in finite]
     pooled = (
         np.concatenate([v for v in finite if len(v)]) if any(len(v) for v in finite) else np.array([0.0, 1.0])
     )
@@ -206,4 +225,72 @@ def save_distance_histogram(path: Path, series: dict[str, np.ndarray], title: st
     ax.set_xlabel(xlabel)
     ax.set_ylabel("images")
     ax.legend(frameon=False)
-    _save_atomic(fig, path, HEATMAP_DPI)
+    return fig
+
+
+def save_distance_histogram(path: Path, series: dict[str, np.ndarray], title: str, xlabel: str) -> None:
+    """Overlaid histograms of nearest-neighbour distances (same label vs other label).
+
+    Where the two overlap, images sit closer to a differently-labelled image
+    than to their own class: the data's label sharpness shows as the left tail
+    of the other-label histogram.
+    """
+    _save_atomic(_distance_histogram_figure(series, title, xlabel), path, HEATMAP_DPI)
+
+
+def distance_histogram_png(series: dict[str, np.ndarray], title: str, xlabel: str) -> bytes:
+    """The histograms of ``save_distance_histogram`` as PNG bytes, for embedding in a report."""
+    return _png_bytes(_distance_histogram_figure(series, title, xlabel), HEATMAP_DPI)
+
+
+def _curve_points(records: list[dict[str, Any]], attack: str) -> tuple[list[float], list[float]]:
+    """(eps, robust accuracy) for one attack's records, starting at eps 0 with the clean accuracy."""
+    rows = sorted((r for r in records if r["attack"] == attack), key=lambda r: r["eps"])
+    eps = [float(r["eps"]) for r in rows]
+    acc = [float(r["robust_accuracy"]) for r in rows]
+    if rows and eps[0] > 0 and rows[0].get("clean_accuracy") is not None:
+        eps, acc = [0.0, *eps], [float(rows[0]["clean_accuracy"]), *acc]
+    return eps, acc
+
+
+def _robustness_curve_figure(records: list[dict[str, Any]], title: str) -> Figure:
+    """Build the curve from ``results.sweep`` records (one per eps and attack, plus 'worst-case').
+
+    Per-attack rows are cumulative (robust after that attack and the ones before it), so the thin
+    lines show how much each attack adds; the thick line is the worst case the report quotes.
+    """
+    if not records:
+        raise ValueError("records: need at least one sweep record")
+    attacks = list(dict.fromkeys(r["attack"] for r in records))
+    if "worst-case" not in attacks:
+        raise ValueError("records: no 'worst-case' record (expected the sweep of `medaudit attack`)")
+    norm = str(records[0].get("norm", "linf"))
+    fig = _new_figure((6.4, 4.2))
+    ax = fig.add_subplot()
+    for name in attacks:
+        if name == "worst-case":
+            continue
+        eps, acc = _curve_points(records, name)
+        ax.plot(eps, acc, linewidth=1.0, alpha=0.7, marker=".", label=f"after {name} (cumulative)")
+    eps, acc = _curve_points(records, "worst-case")
+    ax.plot(eps, acc, linewidth=2.6, color="black", marker="o", label="worst case (all attacks)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=0.0)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel(f"eps ({norm}, [0, 1] pixel units)")
+    ax.set_ylabel("robust accuracy")
+    top = ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda g: g / 255))
+    top.set_xlabel("eps × 255 (8-bit grey levels)" if norm == "linf" else "eps × 255")
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    return fig
+
+
+def save_robustness_curve(path: Path, records: list[dict[str, Any]], title: str) -> None:
+    """Write robust accuracy against eps (worst case thick, per attack thin) from ``results.sweep``."""
+    _save_atomic(_robustness_curve_figure(records, title), path, CURVE_DPI)
+
+
+def robustness_curve_png(records: list[dict[str, Any]], title: str) -> bytes:
+    """Robust accuracy against eps as PNG bytes, for embedding in a report (see ``save_robustness_curve``)."""
+    return _png_bytes(_robustness_curve_figure(records, title), CURVE_DPI)

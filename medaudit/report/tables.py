@@ -249,3 +249,56 @@ def intrinsic_table(results: dict[str, Any], title: str) -> Table:
         )
     table.caption = "\n".join(f"• {line}" for line in results["interpretation"])
     return table
+
+
+def run_summary_table(sections: dict[str, dict[str, Any]], title: str) -> Table:
+    """The headline numbers of every audit in a ``medaudit run`` report."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("audit")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows: list[tuple[str, str, str]] = []
+    if "eval" in sections:
+        e = sections["eval"]
+        rows += [
+            ("eval", "accuracy", _fmt(e["accuracy"])),
+            ("eval", "balanced accuracy", _fmt(e["balanced_accuracy"])),
+        ]
+        rows.append(("eval", "AUC", _fmt(e["auc"])))
+    if "attack" in sections:
+        for record in sections["attack"]["sweep"]:
+            if record["attack"] == "worst-case":
+                eps = f"{record['norm']} eps {record['eps']:.4g} ({record['eps'] * 255:.2g}/255)"
+                rows.append(("attack", f"robust accuracy, {eps}", _fmt(record["robust_accuracy"])))
+    if "shift" in sections:
+        s = sections["shift"]["summary"]
+        rows += [
+            ("shift", "mean corrupted balanced error", _fmt(s["mean_be"])),
+            ("shift", "mean accuracy drop", _fmt(s["mean_accuracy_drop"])),
+            (
+                "shift",
+                "worst corruption",
+                f"{s['worst_corruption']} (BE {_fmt(s['worst_corruption_be'], 3)})",
+            ),
+        ]
+    if "intrinsic" in sections:
+        i = sections["intrinsic"]
+        rows += [
+            ("intrinsic", "label sharpness K_F", _fmt(i["label_sharpness"]["k_f"])),
+            ("intrinsic", "d_data (TwoNN / MLE)", f"{i['d_data']['twonn']:.1f} / {i['d_data']['mle']:.1f}"),
+        ]
+        if i["d_repr"] is not None:
+            rows.append(
+                (
+                    "intrinsic",
+                    "d_repr (TwoNN / MLE)",
+                    f"{i['d_repr']['twonn']:.1f} / {i['d_repr']['mle']:.1f}",
+                )
+            )
+        if i["model_smoothness"] is not None:
+            rows.append(("intrinsic", "local Lipschitz (mean)", f"{i['model_smoothness']['mean']:.4g}"))
+    previous = None
+    for audit, metric, value in rows:
+        table.add_row(audit if audit != previous else "", metric, value)
+        previous = audit
+    return table

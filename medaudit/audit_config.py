@@ -1,0 +1,186 @@
+"""The audit file read by ``medaudit run``: one TOML file names the model, the data,
+the audits with their options and the release gate.
+
+Every key is checked: a misspelt section or option is an error naming the
+nearest valid one, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medaudit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "model": {
+        "path": str,
+        "arch": str,
+        "trust_checkpoint": bool,
+        "mean": (str, float, list),
+        "std": (str, float, list),
+        "input_size": int,
+        "channels": int,
+    },
+    "data": {
+        "dataset": str,
+        "size": int,
+        "split": str,
+        "data_root": str,
+        "download": bool,
+        "data": str,
+        "task": str,
+        "limit": int,
+        "seed": int,
+    },
+    "run": {"device": str, "batch_size": int},
+    "eval": {},
+    "attack": {
+        "eps": (str, float, list),
+        "norm": str,
+        "attack": str,
+        "steps": int,
+        "step_size": float,
+        "restarts": int,
+        "queries": int,
+    },
+    "shift": {"corruptions": (str, list), "modality": str, "severities": (str, list), "mode": str},
+    "intrinsic": {
+        "k": int,
+        "normalizer": str,
+        "rounds": int,
+        "layer": str,
+        "lipschitz": bool,
+        "lipschitz_eps": float,
+        "lipschitz_steps": int,
+    },
+    "gate": {},  # metric name -> rule, checked by the gate itself
+}
+AUDITS = ("eval", "attack", "shift", "intrinsic")
+
+EXAMPLE = """\
+# medaudit audit file: `medaudit run audit.toml --json report.json --html report.html`
+# Paths are relative to this file. Delete a section to skip that audit.
+
+[model]
+path = "sample_models/pneumoniamnist_rescnn.pt"   # .pt (TorchScript or state_dict), .pt2 or .onnx
+# arch = "resnet18_28"        # for a state_dict: a built-in name or package.module:factory
+# mean = [0.5]                # normalisation inside the model wrapper, if the model card has none
+# std = [0.5]
+
+[data]
+# dataset = "pneumoniamnist"  # default: the dataset in the model card
+# size = 28
+split = "test"
+# data = "my_test_set.npz"    # your own data instead (an .npz in MedMNIST layout or an image folder)
+# limit = 500                 # a stratified, seeded subsample
+seed = 0
+
+[run]
+device = "auto"               # auto, cpu or cuda
+batch_size = 256
+
+[eval]                        # clean accuracy, balanced accuracy, AUC
+
+[attack]                      # worst case per sample over attacks and restarts
+eps = "1/255,2/255"           # [0,1] pixel units; fractions allowed
+norm = "linf"
+attack = "auto"               # APGD-CE, APGD-DLR, Square (Square only for black-box models)
+
+[shift]                       # MedMNIST-C corruptions
+severities = [1, 2, 3, 4, 5]
+# corruptions = ["gaussian_noise", "motion_blur"]   # default: the dataset's MedMNIST-C list
+# modality = "xray"           # for your own data
+# mode = "auto"               # medmnistc at 224 px, scaled below
+
+[intrinsic]                   # label sharpness, intrinsic dimension, model smoothness
+k = 20
+rounds = 10
+
+[gate]                        # the release gate: every rule must hold (exit code 1 otherwise)
+"eval.auc" = ">= 0.9"
+"attack.robust_accuracy@1/255" = ">= 0.5"
+"shift.mean_be" = "<= 0.3"
+"""
+
+
+@dataclass(frozen=True)
+class AuditFile:
+    path: Path
+    model: dict[str, Any]
+    data: dict[str, Any]
+    run: dict[str, Any]
+    audits: dict[str, dict[str, Any]]
+    """The audit sections present, in run order."""
+    gate: dict[str, Any] | None
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def resolve(self, value: str | None) -> Path | None:
+        """A path from the file, relative to the file's folder."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.path.parent / path
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
+
+
+def read_audit_file(path: Path) -> AuditFile:
+    """Parse and check an audit file; every problem is a one-line ConfigError."""
+    if not path.is_file():
+        raise ConfigError(f"audit file {path} not found (write an example with `medaudit init {path}`)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    for section, body in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"{path}: unknown section [{section}]{_suggest(section, list(SCHEMA))}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{path}: '{section}' must be a [section]")
+        if section == "gate":
+            continue
+        for key, value in body.items():
+            allowed = SCHEMA[section]
+            if key not in allowed:
+                raise ConfigError(
+                    f"{path}: unknown option '{key}' in [{section}]{_suggest(key, list(allowed))}"
+                )
+            if not isinstance(value, allowed[key]) or (allowed[key] is int and isinstance(value, bool)):
+                raise ConfigError(f"{path}: [{section}] {key} = {value!r} has the wrong type")
+    if "model" not in raw or "path" not in raw["model"]:
+        raise ConfigError(f'{path}: the [model] section needs path = "model file"')
+    audits = {name: raw[name] for name in AUDITS if name in raw}
+    if not audits:
+        raise ConfigError(
+            f"{path}: no audit to run: add at least one of {', '.join(f'[{a}]' for a in AUDITS)}"
+        )
+    return AuditFile(
+        path=path,
+        model=raw["model"],
+        data=raw.get("data", {}),
+        run=raw.get("run", {}),
+        audits=audits,
+        gate=raw.get("gate"),
+        raw=raw,
+    )
+
+
+def as_csv(value: str | float | list[Any] | None) -> str | None:
+    """TOML lists or numbers as the comma-separated strings the command options take."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -1,0 +1,244 @@
+"""``medaudit run AUDIT.toml`` (the whole audit from one file, one report) and ``medaudit init``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medaudit.audit_config import EXAMPLE, AuditFile, as_csv, read_audit_file
+from medaudit.commands.attack import Norm, sweep_section
+from medaudit.commands.common import (
+    Device,
+    JsonOpt,
+    Prepared,
+    Split,
+    Timer,
+    check_output_target,
+    emit,
+    prepare,
+    print_warnings,
+    progress_bar,
+    stderr_console,
+)
+from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_document, gate_table, write_ci
+from medaudit.commands.shift import Modality, Mode, parse_severities, shift_config, shift_section
+from medaudit.errors import ConfigError
+from medaudit.evaluate import EvalConfig, evaluate
+from medaudit.gate import load_policy
+from medaudit.intrinsic import DimensionConfig, IntrinsicConfig, run_intrinsic
+from medaudit.intrinsic.smoothness import LipschitzConfig
+from medaudit.report import ci, schema, tables
+from medaudit.report.html import write_html
+
+
+def _enum(kind: type, value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+        raise ConfigError(f"{option} = '{value}': choose from {choices}") from None
+
+
+def _prepare(audit: AuditFile, json_target: str | None) -> Prepared:
+    m, d, r = audit.model, audit.data, audit.run
+    return prepare(
+        audit.resolve(m["path"]),  # type: ignore[arg-type]
+        arch=m.get("arch"),
+        trust_checkpoint=m.get("trust_checkpoint", False),
+        mean=as_csv(m.get("mean")),
+        std=as_csv(m.get("std")),
+        input_size=m.get("input_size"),
+        channels=m.get("channels"),
+        device=_enum(Device, r.get("device", "auto"), "[run] device"),
+        dataset=d.get("dataset"),
+        size=d.get("size"),
+        split=_enum(Split, d.get("split", "test"), "[data] split"),
+        data_root=audit.resolve(d.get("data_root")),
+        download=d.get("download", False),
+        data=audit.resolve(d.get("data")),
+        task=d.get("task"),
+        limit=d.get("limit"),
+        seed=d.get("seed", 0),
+        json_target=json_target,
+    )
+
+
+def _eval(run: Prepared, options: dict[str, Any], batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    console = stderr_console()
+    with progress_bar(console, "evaluating", run.data.n) as advance:
+        results = evaluate(run.model, run.data, EvalConfig(batch_size=batch_size), advance).to_dict()
+    for table in tables.eval_tables(results, f"Clean metrics: {run.data.describe()}"):
+        console.print(table)
+    return {}, results
+
+
+def _attack(
+    run: Prepared, options: dict[str, Any], batch_size: int, seed: int
+) -> tuple[dict, dict, list[str]]:
+    _, config, results, warnings = sweep_section(
+        run,
+        as_csv(options.get("eps")) or "0.5/255,1/255,2/255,4/255,8/255",
+        _enum(Norm, options.get("norm", "linf"), "[attack] norm"),
+        options.get("attack", "auto"),
+        batch_size,
+        seed,
+        None,
+        None,
+        steps=options.get("steps"),
+        step_size=options.get("step_size"),
+        restarts=options.get("restarts"),
+        queries=options.get("queries"),
+    )
+    return config, results, [w for w in warnings if w not in run.warnings]
+
+
+def _shift(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, dict]:
+    modality = _enum(Modality, options.get("modality"), "[shift] modality")
+    config = shift_config(
+        run.data,
+        as_csv(options.get("corruptions")),
+        modality.value if modality else None,
+        parse_severities(as_csv(options.get("severities")) or "1,2,3,4,5"),
+        _enum(Mode, options.get("mode", "auto"), "[shift] mode"),
+        seed,
+        batch_size,
+    )
+    _, results = shift_section(run, config)
+    return config.to_dict(), results
+
+
+def _intrinsic(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, dict]:
+    config = IntrinsicConfig(
+        dimension=DimensionConfig(
+            k=options.get("k", 20),
+            normalizer=options.get("normalizer", "k-1"),
+            rounds=options.get("rounds", 20),
+            seed=seed,
+        ),
+        layer=options.get("layer"),
+        batch_size=batch_size,
+        lipschitz=LipschitzConfig(
+            eps=options.get("lipschitz_eps", 0.01),
+            steps=options.get("lipschitz_steps", 10),
+            batch_size=batch_size,
+            seed=seed,
+        )
+        if options.get("lipschitz", True)
+        else None,
+    )
+    console = stderr_console()
+    with console.status("intrinsic") as status:
+        result = run_intrinsic(run.data, run.model, config, lambda stage: status.update(stage))
+    results = result.to_dict()
+    console.print(tables.intrinsic_table(results, f"Intrinsic properties: {run.data.describe()}"))
+    return config.to_dict(), results
+
+
+def run_command(
+    audit_file: Annotated[
+        Path, typer.Argument(help="The audit file (TOML); `medaudit init` writes an example.")
+    ],
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy", help="Gate rules from this TOML file instead of the audit file's [gate] table."
+        ),
+    ] = None,
+    html: Annotated[
+        str | None, typer.Option("--html", help="Write a self-contained HTML report (no network needed).")
+    ] = None,
+    junit: JunitOpt = None,
+    markdown: MarkdownOpt = None,
+    json: JsonOpt = None,
+) -> None:
+    """The whole audit from one file: model and data loaded once, every audit in it, one report, the gate.
+
+    Exit code 0 when every gate rule holds (or there is no gate), 1 when one fails, 2 on bad input.
+    """
+    console, timer = stderr_console(), Timer()
+    audit = read_audit_file(audit_file)
+    model_path = audit.resolve(audit.model["path"])
+    inputs = [p for p in (audit_file, model_path, audit.resolve(audit.data.get("data")), policy) if p]
+    check_outputs({"--json": json, "--html": html, "--junit": junit, "--markdown": markdown}, inputs)
+    gate_source = policy if policy is not None else audit.gate
+    rules = (
+        load_policy(gate_source) if gate_source is not None else None
+    )  # typos fail now, not after the audit
+    run = _prepare(audit, None)
+    print_warnings(console, run.warnings)
+    batch_size = audit.run.get("batch_size", 256)
+    seed = audit.data.get("seed", 0)
+    sections: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    warnings = list(run.warnings)
+    for name, options in audit.audits.items():
+        if name == "eval":
+            configs[name], sections[name] = _eval(run, options, batch_size)
+        elif name == "attack":
+            configs[name], sections[name], extra = _attack(run, options, batch_size, seed)
+            warnings += extra
+        elif name == "shift":
+            configs[name], sections[name] = _shift(run, options, batch_size, seed)
+        else:
+            configs[name], sections[name] = _intrinsic(run, options, batch_size, seed)
+    console.print(tables.run_summary_table(sections, f"Audit summary: {run.data.describe()}"))
+    doc = schema.document(
+        "run",
+        {**run.config, "batch_size": batch_size, "audit_file": str(audit_file), "audits": configs},
+        sections,
+        model=run.model.describe(),
+        data={**run.data.identity, "n": run.data.n},
+        seed=seed,
+        wall_time_s=timer.elapsed,
+        warnings=warnings,
+    )
+    verdicts, code = gate_document(doc, rules) if rules is not None else ([], 0)
+    doc["gate"] = [v.to_dict() for v in verdicts] if rules is not None else None
+    if rules is not None:
+        console.print(gate_table(verdicts))
+    emit(console, json, doc)
+    if html is not None:
+        write_html(html, doc, _example_images(run, sections, configs))
+        console.print(f"HTML report written to {html}")
+    write_ci(junit, markdown, verdicts, f"medaudit run {audit_file.name}", ci.markdown_summary(doc, verdicts))
+    if code:
+        raise typer.Exit(code)
+
+
+def _example_images(run: Prepared, sections: dict[str, Any], configs: dict[str, Any]) -> dict[str, bytes]:
+    """Pictures for the HTML report that the JSON cannot hold: image 0 under every corruption."""
+    if "shift" not in sections:
+        return {}
+    from medaudit.report.figures import corruption_grid_png
+    from medaudit.shift.corrupt import apply_uint8, param_source
+
+    config = configs["shift"]
+    clean = run.data.uint8_images(0, 1).permute(0, 2, 3, 1).numpy()
+    rows = {
+        name: [
+            apply_uint8(
+                clean, name, s, config["seed"], source=param_source(name, config["params"], None),
+                mode=config["mode"], indices=[0],
+            )[0]
+            for s in config["severities"]
+        ]
+        for name in config["corruptions"]
+    }  # fmt: skip
+    title = f"{run.data.describe()}: image 0 under each corruption ({config['mode']})"
+    return {"corruption grid": corruption_grid_png(clean[0], rows, title)}
+
+
+def init_command(
+    path: Annotated[Path, typer.Argument(help="Where to write the example audit file.")] = Path("audit.toml"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented example audit file for `medaudit run`."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists: choose another name or pass --force to replace it")
+    check_output_target(str(path), [], "init")
+    path.write_text(EXAMPLE)
+    stderr_console().print(f"example audit file written to {path}; edit it, then: medaudit run {path}")

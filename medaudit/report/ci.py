@@ -1,0 +1,226 @@
+"""What CI systems read: JUnit XML test results, a Markdown PR comment, and the gate tables.
+
+Each gate rule (or compared metric) becomes one JUnit test case, so a CI server
+shows a failed release gate as failed tests with the reason in the message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.table import Table
+
+from medaudit.gate.compare import Row
+from medaudit.gate.metrics import EPS, HEADLINE, extract_metrics, split_key
+from medaudit.gate.policy import Verdict
+
+
+class Case(Protocol):
+    """A gate verdict or a comparison row: anything with a name, a pass state and a message."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def passed(self) -> bool | None: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a whole file or nothing (a temp file in the same folder, then rename); '-' is stdout."""
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    fd, temp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def junit_xml(cases: Sequence[Case], suite_name: str) -> str:
+    """A JUnit XML document: one testcase per case, <failure> for failed, <skipped> for not gated."""
+    failures = sum(1 for c in cases if c.passed is False)
+    skipped = sum(1 for c in cases if c.passed is None)
+    root = ET.Element("testsuites", name=suite_name, tests=str(len(cases)), failures=str(failures))
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite_name,
+        tests=str(len(cases)),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
+    )
+    for case in cases:
+        element = ET.SubElement(suite, "testcase", classname=suite_name, name=case.name)
+        if case.passed is False:
+            failure = ET.SubElement(element, "failure", message=case.message, type="GateFailure")
+            failure.text = case.message
+        elif case.passed is None:
+            ET.SubElement(element, "skipped", message=case.message or "not gated")
+        else:
+            ET.SubElement(element, "system-out").text = case.message
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(path: str | Path, verdicts: Sequence[Case], suite_name: str = "medaudit gate") -> None:
+    write_text_atomic(path, junit_xml(verdicts, suite_name))
+
+
+# ---- formatting ----
+
+
+def fmt(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _model_line(doc: dict[str, Any]) -> str:
+    model = doc.get("model") or {}
+    if not model:
+        return "model: -"
+    sha = (model.get("sha256") or "")[:12]
+    return f"model: `{model.get('path', '-')}` ({model.get('format', '?')}{', sha256 ' + sha if sha else ''})"
+
+
+def _data_line(doc: dict[str, Any]) -> str:
+    data = doc.get("data") or {}
+    if not data:
+        return "data: -"
+    if data.get("name"):
+        what = f"{data['name']} {data.get('size', '?')} px, {data.get('split', '?')} split"
+    else:
+        what = f"`{data.get('path', '-')}`"
+    return f"data: {what}, n = {data.get('n', '?')}"
+
+
+def _headline_rows(doc: dict[str, Any]) -> list[tuple[str, float]]:
+    metrics = extract_metrics(doc)
+    out = []
+    for key, value in metrics.items():
+        base, eps = split_key(key)
+        if (f"{base}@{EPS}" if eps is not None else base) in HEADLINE:
+            out.append((key, value))
+    return out
+
+
+def markdown_summary(
+    doc_or_docs: dict[str, Any] | Sequence[dict[str, Any]], verdicts: Sequence[Verdict]
+) -> str:
+    """A short PR comment: what was audited, the headline numbers, and the gate with ✅/❌."""
+    docs = [doc_or_docs] if isinstance(doc_or_docs, dict) else list(doc_or_docs)
+    failed = [v for v in verdicts if v.passed is False]
+    status = "✅ passed" if not failed else f"❌ failed ({len(failed)} of {len(verdicts)} rules)"
+    lines = [f"### medaudit gate: {status}", ""]
+    for doc in docs:
+        lines += [f"- {_model_line(doc)}", f"- {_data_line(doc)}", f"- report: `{doc.get('command', '?')}`"]
+    headline = [row for doc in docs for row in _headline_rows(doc)]
+    if headline:
+        lines += ["", "| metric | value |", "|---|---:|"]
+        lines += [f"| `{key}` | {fmt(value)} |" for key, value in headline]
+    if verdicts:
+        lines += ["", "| | rule | value | threshold |", "|---|---|---:|---:|"]
+        for v in verdicts:
+            mark = "✅" if v.passed else "❌"
+            rule = _md_cell(f"`{v.metric}` {v.op}")
+            lines.append(f"| {mark} | {rule} | {fmt(v.value)} | {v.threshold:g} |")
+    return "\n".join(lines) + "\n"
+
+
+def compare_markdown(baseline: dict[str, Any], candidate: dict[str, Any], rows: Sequence[Row]) -> str:
+    """A PR comment for a baseline comparison: one table row per metric, regressions marked ❌."""
+    failed = [r for r in rows if r.passed is False]
+    status = "✅ no regression" if not failed else f"❌ {len(failed)} regression(s)"
+    lines = [
+        f"### medaudit compare: {status}",
+        "",
+        f"- baseline {_model_line(baseline)}",
+        f"- candidate {_model_line(candidate)}",
+        f"- {_data_line(candidate)}",
+        "",
+        "| | metric | baseline | candidate | Δ | better | allowed |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        mark = {True: "✅", False: "❌", None: "➖"}[r.passed]
+        allowed = "-" if r.allowed is None else f"{r.allowed:g}"
+        lines.append(
+            f"| {mark} | `{r.metric}` | {fmt(r.baseline)} | {fmt(r.candidate)} | "
+            f"{fmt(r.difference, signed=True)} | {r.direction} | {allowed} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ---- rich tables (stderr) ----
+
+
+def gate_table(verdicts: Sequence[Verdict], title: str = "Release gate") -> Table:
+    """Rule, value, threshold and verdict per gate rule; failures in red."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("rule", justify="center")
+    table.add_column("threshold", justify="right")
+    table.add_column("value", justify="right")
+    table.add_column("verdict")
+    for v in verdicts:
+        verdict = "[green]pass[/]" if v.passed else "[bold red]FAIL[/]"
+        value = fmt(v.value) if not math.isnan(v.value) else "[red]null[/]"
+        table.add_row(v.metric, v.op, f"{v.threshold:g}", value, verdict)
+    return table
+
+
+def compare_table(rows: Sequence[Row], title: str = "Baseline vs candidate") -> Table:
+    """Side by side: baseline, candidate, difference, which way is better, allowance, verdict."""
+    table = Table(title=title, title_justify="left", caption=_COMPARE_CAPTION, caption_justify="left")
+    table.add_column("metric", no_wrap=True)
+    for header in ("baseline", "candidate", "Δ"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("better", justify="center", no_wrap=True)
+    table.add_column("allowed", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("note")
+    styles = {True: "[green]pass[/]", False: "[bold red]FAIL[/]", None: "[dim]-[/]"}
+    arrows = {"higher": "↑", "lower": "↓", "none": "-"}
+    for r in rows:
+        allowed = "-" if r.allowed is None else f"{r.allowed:g}"
+        note = "; ".join(_SHORT_NOTES.get(n, n) for n in r.notes)
+        table.add_row(
+            r.metric,
+            fmt(r.baseline),
+            fmt(r.candidate),
+            fmt(r.difference, signed=True),
+            arrows[r.direction],
+            allowed,
+            styles[r.passed],
+            note,
+        )
+    return table
+
+
+_COMPARE_CAPTION = "better: ↑ higher, ↓ lower, - no direction; metrics without an allowance are not gated (--allow METRIC=AMOUNT)"
+_SHORT_NOTES = {
+    "not gated by default: give --allow METRIC=AMOUNT to gate it": "no allowance",
+    "only in the baseline": "baseline only",
+    "only in the candidate": "candidate only",
+}
