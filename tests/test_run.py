@@ -97,7 +97,8 @@ def test_bad_audit_files_fail_before_any_work(
     bad_option = tmp_path / "opt.toml"
     bad_option.write_text(f'[model]\npath = "{SAMPLE}"\n[attack]\nepss = 0.01\n')
     assert "did you mean 'eps'" in runner.invoke(app, ["run", str(bad_option)]).stderr
-    result = runner.invoke(app, ["run", str(bad_option), "--json", str(bad_option)])
+    before = unknown_metric.read_text()
+    result = runner.invoke(app, ["run", str(unknown_metric), "--html", str(unknown_metric)])
     assert result.exit_code == 2 and "overwrite an input file" in " ".join(result.stderr.split())
-    assert "epss" in bad_option.read_text()
+    assert unknown_metric.read_text() == before
     assert runner.invoke(app, ["run", str(tmp_path / "missing.toml")]).exit_code == 2
