@@ -27,10 +27,7 @@ are printed at the end.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -42,41 +39,14 @@ pytest.importorskip("scipy")
 for _module in ("enhance", "compression", "noise", "microscopy"):
     pytest.importorskip(f"medmnistc.corruptions.{_module}")
 
+from medmnistc_stubs import wand_stubs  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from medaudit.shift import corrupt  # noqa: E402
 from medaudit.shift.catalogue import PARAMS  # noqa: E402
 
-_WAND = ("wand", "wand.api", "wand.image")
-
-
-@contextlib.contextmanager
-def _wand_stubs():
-    """Stand-ins for Wand while ``filter.py`` is imported, when ImageMagick is absent."""
-    try:
-        importlib.import_module("wand.image")
-    except (ImportError, OSError):
-        pass
-    else:  # real Wand and ImageMagick: nothing to stub
-        yield
-        return
-    saved = {name: sys.modules.get(name) for name in _WAND}
-    stubs = {name: types.ModuleType(name) for name in _WAND}
-    stubs["wand.image"].Image = type("Image", (), {})
-    stubs["wand.api"].library = types.SimpleNamespace()
-    sys.modules.update(stubs)
-    try:
-        yield
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-
-
-with _wand_stubs():
+with wand_stubs():
     registry = importlib.import_module("medmnistc.corruptions.registry")
 
 REFERENCE = registry.CORRUPTIONS_DS
