@@ -174,7 +174,7 @@ def run_intrinsic(
 
 
 def nn_distance_arrays(result: IntrinsicResult) -> dict[str, np.ndarray]:
-    """Distances for the plot: nearest same-label, nearest other-label, nearest any (all finite)."""
+    """Distances for the plot: to the nearest same-label and the nearest other-label image (finite ones)."""
     out = {
         "nearest same label": result.sharpness.same_distance.numpy(),
         "nearest other label": result.sharpness.cross_distance.numpy(),

@@ -182,7 +182,8 @@ def corrupt(
         mode=mode or default_mode(height),
         indices=list(indices),
     ).transpose(0, 3, 1, 2)
-    result = out.astype(np.float32) / 255 if floating else np.ascontiguousarray(out)
+    result = np.ascontiguousarray(out)
     if not is_tensor:
-        return result
-    return torch.from_numpy(np.ascontiguousarray(result)).to(images.device)
+        return (result / 255).astype(images.dtype) if floating else result
+    tensor = torch.from_numpy(result)
+    return (tensor.to(images.dtype) / 255 if floating else tensor).to(images.device)
