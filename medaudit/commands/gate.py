@@ -19,6 +19,7 @@ from medaudit.gate.compare import Row, comparability_warnings, compare, parse_al
 from medaudit.gate.metrics import attack_norm, extract_metrics, load_report
 from medaudit.gate.policy import Rule, Verdict, evaluate, load_policy
 from medaudit.report import ci, schema
+from medaudit.report.atomic import write_atomic
 from medaudit.report.ci import gate_table
 
 __all__ = ["compare_command", "gate_command", "gate_document", "gate_table"]
@@ -71,7 +72,7 @@ def write_ci(
         if junit != "-":
             console.print(f"JUnit XML written to {junit}")
     if markdown is not None:
-        ci.write_text_atomic(markdown, text)
+        write_atomic(markdown, text)
         if markdown != "-":
             console.print(f"Markdown summary written to {markdown}")
 

@@ -7,9 +7,6 @@ shows a failed release gate as failed tests with the reason in the message.
 from __future__ import annotations
 
 import math
-import os
-import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +17,7 @@ from rich.table import Table
 from medaudit.gate.compare import Row
 from medaudit.gate.metrics import EPS, HEADLINE, extract_metrics, split_key
 from medaudit.gate.policy import Verdict
+from medaudit.report.atomic import write_atomic
 
 
 class Case(Protocol):
@@ -33,23 +31,6 @@ class Case(Protocol):
 
     @property
     def message(self) -> str: ...
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a whole file or nothing (a temp file in the same folder, then rename); '-' is stdout."""
-    if str(path) == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    target = Path(path)
-    fd, temp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def junit_xml(cases: Sequence[Case], suite_name: str) -> str:
@@ -80,7 +61,7 @@ def junit_xml(cases: Sequence[Case], suite_name: str) -> str:
 
 
 def write_junit(path: str | Path, verdicts: Sequence[Case], suite_name: str = "medaudit gate") -> None:
-    write_text_atomic(path, junit_xml(verdicts, suite_name))
+    write_atomic(path, junit_xml(verdicts, suite_name))
 
 
 # ---- formatting ----

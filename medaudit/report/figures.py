@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from medaudit.report.atomic import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,17 +41,8 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _save_atomic(fig: Figure, path: Path, dpi: int) -> None:
-    """Render into a temp file beside the target, then rename: the target is either old or complete."""
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=dpi)
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; a report image should be readable like any output
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Render completely first, then write atomically: the target is either old or complete."""
+    write_atomic(path, _png_bytes(fig, dpi))
 
 
 def _png_bytes(fig: Figure, dpi: int) -> bytes:

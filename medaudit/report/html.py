@@ -16,9 +16,7 @@ import base64
 import html
 import json
 import math
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medaudit.report import figures
+from medaudit.report.atomic import write_atomic
 
 SECTION_ORDER = ("eval", "attack", "shift", "intrinsic")
 SECTION_TITLES = {
@@ -637,14 +636,4 @@ def render_html(doc: dict[str, Any], images: dict[str, bytes] | None = None) -> 
 def write_html(path: str | Path, doc: dict[str, Any], images: dict[str, bytes] | None = None) -> None:
     """Render, then write atomically (temp file beside the target, then rename): a failed render
     never leaves a truncated page or destroys an existing one."""
-    text = render_html(doc, images)
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temp, 0o644)  # mkstemp makes 0600; a report should be readable like any output
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, render_html(doc, images))

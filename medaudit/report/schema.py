@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from medaudit.report.atomic import write_atomic
 
 SCHEMA = "medaudit/1"
 
@@ -74,17 +73,4 @@ def dumps(doc: dict[str, Any]) -> str:
 
 def write_json(doc: dict[str, Any], target: str) -> None:
     """Write to a path atomically (no half-written file), or to stdout for '-'."""
-    text = dumps(doc) + "\n"
-    if target == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    path = Path(target)
-    fd, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, dumps(doc) + "\n")
