@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing the package
@@ -109,3 +110,15 @@ def real_data_root() -> Path:
             pytest.fail(f"CI must use the real data: {message}")
         pytest.skip(message)
     return root
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def real_env(real_data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real MedMNIST folder as $MEDAUDIT_DATA_ROOT for commands that read the model card's dataset."""
+    monkeypatch.setenv("MEDAUDIT_DATA_ROOT", str(real_data_root))
+    return real_data_root

@@ -18,11 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_models" / "pneumoniamnist_rescnn"
 
 
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
 def invoke(runner: CliRunner, *args: str | Path):
     return runner.invoke(app, [str(a) for a in args])
 

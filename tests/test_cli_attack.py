@@ -19,17 +19,6 @@ RECORD_KEYS = {"attack", "norm", "eps", "n", "clean_accuracy", "robust_accuracy"
 
 
 @pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture
-def real_env(real_data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MEDAUDIT_DATA_ROOT", str(real_data_root))
-    return real_data_root
-
-
-@pytest.fixture
 def black_box(monkeypatch: pytest.MonkeyPatch) -> Path:
     """The sample ONNX file with the torch conversion forced to fail: onnxruntime only."""
     import medaudit.models.onnx as onnx_module

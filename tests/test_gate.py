@@ -122,11 +122,6 @@ def app() -> typer.Typer:
     return app
 
 
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
 def invoke(runner: CliRunner, app: typer.Typer, *args: str | Path):
     return runner.invoke(app, [str(a) for a in args])
 

@@ -143,11 +143,6 @@ def test_estimate_removes_duplicates_and_gives_an_interval() -> None:
         DimensionConfig(k=2)
 
 
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
 def test_data_only_on_real_breastmnist(runner: CliRunner, real_data_root: Path, tmp_path: Path) -> None:
     plot = tmp_path / "nn.png"
     result = runner.invoke(

@@ -17,11 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_models" / "pneumoniamnist_rescnn.onnx"
 
 
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
 def audit_file(tmp_path: Path, data_root: Path, gate: str, sections: str | None = None) -> Path:
     """A small but complete audit: eval, a one-eps attack, two corruptions, intrinsic without Lipschitz."""
     body = sections or (

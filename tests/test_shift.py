@@ -24,17 +24,6 @@ SAMPLE = REPO / "sample_models" / "pneumoniamnist_rescnn.pt"
 RECORD_KEYS = {"corruption", "severity", "accuracy", "balanced_error", "auc", "n", "accuracy_drop"}
 
 
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture
-def real_env(real_data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("MEDAUDIT_DATA_ROOT", str(real_data_root))
-    return real_data_root
-
-
 def shift(runner: CliRunner, *args: str | Path):
     return runner.invoke(app, ["shift", *(str(a) for a in args)])
 
