@@ -43,7 +43,7 @@ def _enum(kind: type, value: str | None, option: str) -> Any:
         raise ConfigError(f"{option} = '{value}': choose from {choices}") from None
 
 
-def _prepare(audit: AuditFile, json_target: str | None) -> Prepared:
+def _prepare(audit: AuditFile) -> Prepared:
     m, d, r = audit.model, audit.data, audit.run
     return prepare(
         audit.resolve(m["path"]),  # type: ignore[arg-type]
@@ -63,7 +63,7 @@ def _prepare(audit: AuditFile, json_target: str | None) -> Prepared:
         task=d.get("task"),
         limit=d.get("limit"),
         seed=d.get("seed", 0),
-        json_target=json_target,
+        json_target=None,  # checked with the other outputs by run_command
     )
 
 
@@ -168,7 +168,7 @@ def run_command(
     rules = (
         load_policy(gate_source) if gate_source is not None else None
     )  # typos fail now, not after the audit
-    run = _prepare(audit, None)
+    run = _prepare(audit)
     print_warnings(console, run.warnings)
     batch_size = audit.run.get("batch_size", 256)
     seed = audit.data.get("seed", 0)
