@@ -75,7 +75,7 @@ def _area_matrix(src: int, dst: int) -> np.ndarray:
     return (overlap / step).astype(np.float32)
 
 
-def _to_image(mask: np.ndarray, size: int) -> np.ndarray:
+def area_downsample(mask: np.ndarray, size: int) -> np.ndarray:
     """A canvas mask (float or bool) area-averaged to the image size, as float32."""
     mask = mask.astype(np.float32)
     if mask.shape[0] == size:
@@ -138,7 +138,7 @@ def stain_deposit(x: np.ndarray, param: tuple[int, int], ctx: OpContext) -> np.n
             col = _randint(rng, MARGIN, ref - ink_px - MARGIN)
             row = _randint(rng, MARGIN, ref - ink_px - MARGIN)
             _paste(canvas, blob, round(row * unit), round(col * unit))
-        keep = 1 - _to_image(canvas, size)
+        keep = 1 - area_downsample(canvas, size)
         out[i] = np.rint(x[i] * keep[:, :, None])
     return out
 
@@ -163,14 +163,14 @@ def bubble(x: np.ndarray, param: tuple[int, int], ctx: OpContext) -> np.ndarray:
             cy = _randint(rng, radius, ref - radius)
             for r, alpha in ((radius + BUBBLE_RIM, BUBBLE_RIM_ALPHA), (radius, BUBBLE_ALPHA)):
                 draw.ellipse(((cx - r) * unit, (cy - r) * unit, (cx + r) * unit, (cy + r) * unit), fill=alpha)
-        alpha = _to_image(np.asarray(overlay), size)[:, :, None] / 255
+        alpha = area_downsample(np.asarray(overlay), size)[:, :, None] / 255
         image = x[i].astype(np.float32)
         out[i] = np.rint(image + (255 - image) * alpha)
     return out
 
 
 @lru_cache(maxsize=64)
-def _font(em: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def default_font(em: float) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=em)
 
 
@@ -184,7 +184,7 @@ def _draw_text(
     same amount of ink rather than nothing.
     """
     g = max(4, math.ceil(SUPERSAMPLE_EM / em))
-    font = _font(round(em * g, 2))
+    font = default_font(round(em * g, 2))
     left, top, right, bottom = font.getbbox(text, anchor="ls", stroke_width=stroke * g)
     ox, oy = x * g, y * g
     c0, c1 = max(0, math.floor((ox + left) / g)), min(image.shape[1], math.ceil((ox + right) / g))
