@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from medaudit import __version__
-from medaudit.commands import attack, evaluate, gate, intrinsic, run, shift
+from medaudit.commands import attack, confounders, evaluate, gate, intrinsic, run, shift
 from medaudit.commands.common import Settings, configure, handle_errors
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ def main(
 app.command("eval", rich_help_panel="Audits")(handle_errors(evaluate.eval_command))
 app.command("attack", rich_help_panel="Audits")(handle_errors(attack.attack_command))
 app.command("shift", rich_help_panel="Audits")(handle_errors(shift.shift_command))
+app.command("confounders", rich_help_panel="Audits")(handle_errors(confounders.confounders_command))
 app.command("intrinsic", rich_help_panel="Audits")(handle_errors(intrinsic.intrinsic_command))
 app.command("run", rich_help_panel="Audits")(handle_errors(run.run_command))
 app.command("gate", rich_help_panel="Release")(handle_errors(gate.gate_command))

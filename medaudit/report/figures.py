@@ -64,7 +64,9 @@ def _as_image(image: np.ndarray, what: str) -> np.ndarray:
     return image[:, :, 0] if image.shape[2] == 1 else image
 
 
-def _grid_figure(clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: str) -> Figure:
+def _grid_figure(
+    clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: str, columns: list[str] | None = None
+) -> Figure:
     """Build the corruption grid; kept separate from saving so tests can inspect the artists."""
     if not rows:
         raise ValueError("rows: need at least one corruption")
@@ -88,7 +90,9 @@ def _grid_figure(clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: st
     label_in = 0.08 * max(len(name) for name in images) + 0.3  # room for horizontal row labels
     fig = _new_figure((n_cols * GRID_CELL_IN + label_in, n_rows * GRID_CELL_IN + 0.8))
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    col_labels = ["clean"] + [f"severity {s}" for s in range(1, n_sev + 1)]
+    if columns is not None and len(columns) != n_sev:
+        raise ValueError(f"columns: {len(columns)} labels for {n_sev} images per row")
+    col_labels = ["clean"] + (columns or [f"severity {s}" for s in range(1, n_sev + 1)])
     for r, (name, ims) in enumerate(images.items()):
         for c, im in enumerate([base, *ims]):
             ax = axes[r, c]
@@ -106,14 +110,19 @@ def _grid_figure(clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: st
 
 
 def save_corruption_grid(
-    path: Path, clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: str
+    path: Path,
+    clean: np.ndarray,
+    rows: dict[str, list[np.ndarray]],
+    title: str,
+    columns: list[str] | None = None,
 ) -> None:
     """Write one image under every corruption and severity, so readers see what each shift looks like.
 
     ``clean`` is uint8 HWC (C=1 or 3); ``rows`` maps corruption name -> images at severities 1..N
     (N=5 for MedMNIST-C), each the same shape as ``clean``. One row per corruption, in dict order.
+    ``columns`` labels the N columns (default "severity k"; e.g. "strength 0.5" for artifacts).
     """
-    _save_atomic(_grid_figure(clean, rows, title), path, GRID_DPI)
+    _save_atomic(_grid_figure(clean, rows, title, columns), path, GRID_DPI)
 
 
 def corruption_grid_png(clean: np.ndarray, rows: dict[str, list[np.ndarray]], title: str) -> bytes:

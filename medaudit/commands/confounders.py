@@ -1,0 +1,216 @@
+"""``medaudit confounders``: does the model react to marks, filters and noise it should ignore (probe mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medaudit.commands.common import (
+    ArchOpt,
+    BatchOpt,
+    ChannelsOpt,
+    DataOpt,
+    DataRootOpt,
+    DatasetOpt,
+    Device,
+    DeviceOpt,
+    DownloadOpt,
+    InputSizeOpt,
+    JsonOpt,
+    LimitOpt,
+    MeanOpt,
+    Prepared,
+    SeedOpt,
+    SizeOpt,
+    Split,
+    SplitOpt,
+    StdOpt,
+    TaskOpt,
+    Timer,
+    TrustOpt,
+    check_output_target,
+    emit,
+    parse_floats,
+    prepare,
+    print_warnings,
+    progress_bar,
+    stderr_console,
+)
+from medaudit.confounders.artifacts import CORNERS, apply_artifact, list_artifacts
+from medaudit.confounders.probe import (
+    DEFAULT_ARTIFACTS,
+    ProbeConfig,
+    ProbeResult,
+    resolve_positive,
+    run_probe,
+)
+from medaudit.data import AuditData
+from medaudit.errors import ConfigError
+from medaudit.report import schema
+from medaudit.report.confounder_tables import artifact_list_table, confounder_tables
+
+PANEL = "Confounders"
+
+
+def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    if text is None:
+        return default
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _positive(data: AuditData, value: str | None) -> int | None:
+    """--positive-class as a class name or an index."""
+    if value is None:
+        return None
+    if value in data.class_names:
+        return data.class_names.index(value)
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(
+            f"--positive-class '{value}' is not a class: choose from {', '.join(data.class_names)} or an index"
+        ) from None
+
+
+def confounders_command(
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Model file: TorchScript/state_dict .pt, torch.export .pt2 or .onnx.", show_default=False
+        ),
+    ] = None,
+    artifact_list: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts",
+            help=f"Comma list of artifacts (default: {','.join(DEFAULT_ARTIFACTS)}); see --list.",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    strengths: Annotated[
+        str, typer.Option("--strengths", help="Strengths in (0, 1], comma separated.", rich_help_panel=PANEL)
+    ] = "0.25,0.5,1",
+    positions: Annotated[
+        str,
+        typer.Option("--positions", help="Positions probed for tag, patch and stamp.", rich_help_panel=PANEL),
+    ] = ",".join(CORNERS),
+    positive_class: Annotated[
+        str | None,
+        typer.Option(
+            "--positive-class",
+            help="Class (name or index) whose other images get the artifact in the reversed test "
+            "(default: the last class).",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    list_: Annotated[
+        bool,
+        typer.Option("--list", help="Print the artifacts and exit (no model needed).", rich_help_panel=PANEL),
+    ] = False,
+    save_grid: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-grid",
+            help="Write a PNG: one image under every artifact at each strength.",
+            rich_help_panel=PANEL,
+        ),
+    ] = None,
+    arch: ArchOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    input_size: InputSizeOpt = None,
+    channels: ChannelsOpt = None,
+    dataset: DatasetOpt = None,
+    size: SizeOpt = None,
+    split: SplitOpt = Split.test,
+    data_root: DataRootOpt = None,
+    download: DownloadOpt = False,
+    data: DataOpt = None,
+    task: TaskOpt = None,
+    limit: LimitOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchOpt = 256,
+    json: JsonOpt = None,
+) -> None:
+    """Flip rate, probability push and reversed-correlation AUC under synthetic confounders (no training)."""
+    console, timer = stderr_console(), Timer()
+    if list_:
+        console.print(artifact_list_table(list_artifacts()))
+        return
+    if model is None:
+        raise ConfigError("give a model file (or --list for the artifacts)")
+    strength_values = parse_floats(strengths, "--strengths")
+    assert strength_values is not None
+    # checks names, strengths and positions before any loading
+    probe_config = ProbeConfig(
+        artifacts=_names(artifact_list, DEFAULT_ARTIFACTS), strengths=strength_values,
+        positions=_names(positions, CORNERS), seed=seed, batch_size=batch_size,
+    )  # fmt: skip
+    inputs = [p for p in (model, data, model.with_suffix(".json")) if p is not None]
+    check_output_target(save_grid, inputs, "--save-grid")
+    run = prepare(
+        model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
+        channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
+        download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+    )  # fmt: skip
+    positive = _positive(run.data, positive_class)
+    resolve_positive(run.data, positive)
+    config = ProbeConfig(
+        artifacts=probe_config.artifacts, strengths=probe_config.strengths, positions=probe_config.positions,
+        seed=seed, batch_size=batch_size, positive_class=positive,
+    )  # fmt: skip
+    print_warnings(console, run.warnings)
+    _, results = confounders_section(run, config)
+    if save_grid is not None:
+        _grid(save_grid, run.data, config)
+        console.print(f"artifact grid written to {save_grid}")
+    doc = schema.document(
+        "confounders",
+        {**run.config, **config.to_dict(), "mode": "probe"},
+        results,
+        model=run.model.describe(),
+        data={**run.data.identity, "n": run.data.n},
+        seed=seed,
+        wall_time_s=timer.elapsed,
+        warnings=run.warnings,
+    )
+    emit(console, json, doc)
+
+
+def confounders_section(run: Prepared, config: ProbeConfig) -> tuple[ProbeResult, dict[str, Any]]:
+    """Run the probe with a progress bar and print its tables (reusable by ``run``)."""
+    console = stderr_console()
+    with progress_bar(console, "adding artifacts and predicting", run.data.n * len(config.cells)) as advance:
+        result = run_probe(run.model, run.data, config, advance)
+    results = result.to_dict()
+    for table in confounder_tables(results, f"Confounders: {run.data.describe()}"):
+        console.print(table)
+    return result, results
+
+
+def _grid(path: Path, data: AuditData, config: ProbeConfig) -> None:
+    """Image 0 under every artifact at each strength, exactly as probed (first position for tag/patch)."""
+    from medaudit.report.figures import save_corruption_grid
+
+    clean = data.uint8_images(0, 1)
+    rows = {}
+    for name in config.artifacts:
+        position = config.positions_of(name)[0]
+        label = f"{name} ({position})" if position else name
+        rows[label] = [
+            apply_artifact(clean, name, s, config.seed, indices=[0], **config.options_of(name, position))[0]
+            .permute(1, 2, 0)
+            .numpy()
+            for s in config.strengths
+        ]
+    save_corruption_grid(
+        path,
+        clean[0].permute(1, 2, 0).numpy(),
+        rows,
+        f"{data.describe()}: artifacts at each strength",
+        [f"strength {s:g}" for s in config.strengths],
+    )

@@ -1,0 +1,91 @@
+"""Rich tables for ``medaudit confounders``: the ranking first (what to worry about), then the detail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from medaudit.report.tables import _fmt
+
+VERDICT_STYLE = {"sensitive": "red", "mildly sensitive": "yellow", "insensitive": "green"}
+
+
+def _styled(value: float | None, text: str, sensitive: float, mild: float) -> str:
+    if value is None or value != value:  # None or NaN
+        return text
+    style = "red" if value >= sensitive else "yellow" if value >= mild else ""
+    return f"[{style}]{text}[/]" if style else text
+
+
+def artifact_list_table(entries: list[tuple[str, str]]) -> Table:
+    """``--list``: every artifact with its one-line description."""
+    table = Table(title="Confounder artifacts", title_justify="left")
+    table.add_column("artifact")
+    table.add_column("description")
+    for name, description in entries:
+        table.add_row(name, escape(description))
+    return table
+
+
+def confounder_tables(results: dict[str, Any], title: str) -> list[Table]:
+    """Ranking (artifact, worst flip rate, worst reversed AUC drop, verdict) and artifact x strength detail."""
+    sensitive, mild = results["thresholds"]["sensitive"], results["thresholds"]["mild"]
+    clean = results["clean"]
+    ranking = Table(title=f"{title}: artifacts ranked by sensitivity", title_justify="left")
+    for column, justify in (
+        ("artifact", "left"),
+        ("worst flip rate", "right"),
+        ("worst ΔAUC reversed", "right"),
+        ("verdict", "left"),
+    ):
+        ranking.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in results["ranking"]:
+        style = VERDICT_STYLE[row["verdict"]]
+        ranking.add_row(
+            row["artifact"],
+            _styled(row["worst_flip_rate"], _fmt(row["worst_flip_rate"], 3), sensitive, mild),
+            _styled(row["worst_auc_drop_reversed"], _fmt(row["worst_auc_drop_reversed"], 3), sensitive, mild),
+            f"[{style}]{escape(row['summary'])}[/]",
+        )
+    ranking.caption = (
+        f"n = {clean['n']}; clean accuracy {_fmt(clean['accuracy'], 3)}, AUC {_fmt(clean['auc'], 3)}; "
+        f"reversed: artifact on images not of class '{escape(results['positive_class'])}' only; "
+        f"red ≥ {sensitive:g}, yellow ≥ {mild:g}"
+    )
+    detail = Table(title="Artifact x strength (worst position for tag/patch)", title_justify="left")
+    for column in ("artifact", "strength", "position", "flip rate", "accuracy", "AUC", "reversed AUC"):
+        detail.add_column(column, justify="left" if column in ("artifact", "position") else "right")
+    worst: dict[tuple[str, float], dict[str, Any]] = {}
+    for record in results["probes"]:
+        key = (record["artifact"], record["strength"])
+        if key not in worst or record["flip_rate"] > worst[key]["flip_rate"]:
+            worst[key] = record
+    for (name, strength), record in worst.items():
+        reversed_auc = _fmt(record["auc_reversed"], 3)
+        detail.add_row(
+            name,
+            f"{strength:g}",
+            record["position"] or "-",
+            _styled(record["flip_rate"], _fmt(record["flip_rate"], 3), sensitive, mild),
+            _fmt(record["accuracy"], 3),
+            _fmt(record["auc"], 3),
+            f"[red]{reversed_auc}[/]" if record["reversed_below_chance"] else reversed_auc,
+        )
+    tables = [ranking, detail]
+    if results["by_position"]:
+        positions = Table(title="Sensitivity by position (worst over strengths)", title_justify="left")
+        for column in ("artifact", "position", "worst flip rate", "worst ΔAUC reversed"):
+            positions.add_column(column, justify="right" if column.startswith("worst") else "left")
+        for row in results["by_position"]:
+            positions.add_row(
+                row["artifact"],
+                row["position"],
+                _styled(row["worst_flip_rate"], _fmt(row["worst_flip_rate"], 3), sensitive, mild),
+                _styled(
+                    row["worst_auc_drop_reversed"], _fmt(row["worst_auc_drop_reversed"], 3), sensitive, mild
+                ),
+            )
+        tables.append(positions)
+    return tables
