@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[list[str], tuple[int, ...]]] = {
     "intrinsic-data": (["intrinsic", "--dataset", "breastmnist", "--rounds", "2"], (0,)),
     "intrinsic-model": (["intrinsic", MODEL, "--limit", "200", "--rounds", "2", "--no-lipschitz"], (0,)),
     "info": (["info", MODEL], (0,)),
+    "confounders": (
+        ["confounders", MODEL, "--limit", "32", "--artifacts", "tag,lowpass", "--strengths", "1"],
+        (0,),
+    ),
 }
 EXPECTED_COMMAND = {
     "intrinsic-data": "intrinsic",
