@@ -53,6 +53,12 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "queries": int,
     },
     "shift": {"corruptions": (str, list), "modality": str, "severities": (str, list), "mode": str},
+    "confounders": {
+        "artifacts": (str, list),
+        "strengths": (str, float, list),
+        "positions": (str, list),
+        "positive_class": (str, int),
+    },
     "intrinsic": {
         "k": int,
         "normalizer": str,
@@ -64,7 +70,7 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "gate": {},  # metric name -> rule, checked by the gate itself
 }
-AUDITS = ("eval", "attack", "shift", "intrinsic")
+AUDITS = ("eval", "attack", "shift", "confounders", "intrinsic")
 
 EXAMPLE = """\
 # medaudit audit file: `medaudit run audit.toml --json report.json --html report.html`
@@ -101,6 +107,10 @@ severities = [1, 2, 3, 4, 5]
 # modality = "xray"           # for your own data
 # mode = "auto"               # medmnistc at 224 px, scaled below
 
+[confounders]                 # shortcut probes: does a tag, frame, filter or dose change predictions?
+strengths = [0.5, 1.0]
+# artifacts = ["tag", "patch", "border", "ruler", "lowpass", "dose_noise"]
+
 [intrinsic]                   # label sharpness, intrinsic dimension, model smoothness
 k = 20
 rounds = 10
@@ -109,6 +119,7 @@ rounds = 10
 "eval.auc" = ">= 0.9"
 "attack.robust_accuracy@1/255" = ">= 0.5"
 "shift.mean_be" = "<= 0.3"
+"confounders.worst_flip_rate" = "<= 0.1"
 """
 
 

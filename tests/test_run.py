@@ -22,6 +22,7 @@ def audit_file(tmp_path: Path, data_root: Path, gate: str, sections: str | None 
     body = sections or (
         '[eval]\n[attack]\neps = "1/255"\nattack = "fgsm"\n'
         '[shift]\ncorruptions = ["gaussian_noise", "brightness_down"]\nseverities = [1, 5]\n'
+        '[confounders]\nartifacts = ["tag", "lowpass"]\nstrengths = [1.0]\npositions = ["top-left"]\n'
         "[intrinsic]\nrounds = 2\nlipschitz = false\n"
     )
     path = tmp_path / "audit.toml"
@@ -36,9 +37,14 @@ def test_example_file_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "audit.toml"
     path.write_text(EXAMPLE)
     audit = read_audit_file(path)
-    assert list(audit.audits) == ["eval", "attack", "shift", "intrinsic"]
+    assert list(audit.audits) == ["eval", "attack", "shift", "confounders", "intrinsic"]
     assert audit.resolve(audit.model["path"]) == tmp_path / "sample_models" / "pneumoniamnist_rescnn.pt"
-    assert set(audit.gate) == {"eval.auc", "attack.robust_accuracy@1/255", "shift.mean_be"}
+    assert set(audit.gate) == {
+        "eval.auc",
+        "attack.robust_accuracy@1/255",
+        "shift.mean_be",
+        "confounders.worst_flip_rate",
+    }
 
 
 def test_init_writes_once(runner: CliRunner, tmp_path: Path) -> None:
@@ -62,12 +68,13 @@ def test_passing_and_failing_gates(runner: CliRunner, tmp_path: Path, real_data_
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(report.read_text())
-    assert doc["command"] == "run" and set(doc["results"]) == {"eval", "attack", "shift", "intrinsic"}
+    assert doc["command"] == "run"
+    assert set(doc["results"]) == {"eval", "attack", "shift", "confounders", "intrinsic"}
     assert doc["data"]["n"] == 60 and all(v["passed"] for v in doc["gate"])
     # each section is that command's own results: the clean accuracy agrees across sections
     assert doc["results"]["eval"]["accuracy"] == pytest.approx(doc["results"]["attack"]["clean_accuracy"])
     assert doc["results"]["eval"]["accuracy"] == pytest.approx(doc["results"]["shift"]["clean"]["accuracy"])
-    assert "intrinsic.k_f" in extract_metrics(doc)
+    assert {"intrinsic.k_f", "confounders.worst_flip_rate"} <= set(extract_metrics(doc))
     assert len(ET.parse(junit).getroot().iter("testcase").__next__().attrib) > 0
     assert "data:image/png;base64," in html.read_text()
 

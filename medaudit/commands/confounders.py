@@ -60,7 +60,7 @@ def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _positive(data: AuditData, value: str | None) -> int | None:
+def positive_index(data: AuditData, value: str | None) -> int | None:
     """--positive-class as a class name or an index."""
     if value is None:
         return None
@@ -157,7 +157,7 @@ def confounders_command(
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
         download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
     )  # fmt: skip
-    positive = _positive(run.data, positive_class)
+    positive = positive_index(run.data, positive_class)
     resolve_positive(run.data, positive)
     config = ProbeConfig(
         artifacts=probe_config.artifacts, strengths=probe_config.strengths, positions=probe_config.positions,

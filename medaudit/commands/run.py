@@ -22,8 +22,11 @@ from medaudit.commands.common import (
     progress_bar,
     stderr_console,
 )
+from medaudit.commands.confounders import confounders_section, positive_index
 from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_document, gate_table, write_ci
 from medaudit.commands.shift import Modality, Mode, parse_severities, shift_config, shift_section
+from medaudit.confounders.artifacts import CORNERS
+from medaudit.confounders.probe import DEFAULT_ARTIFACTS, ProbeConfig
 from medaudit.errors import ConfigError
 from medaudit.evaluate import EvalConfig, evaluate
 from medaudit.gate import load_policy
@@ -111,6 +114,26 @@ def _shift(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -
     return config.to_dict(), results
 
 
+def _confounders(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, dict]:
+    positive = options.get("positive_class")
+    config = ProbeConfig(
+        artifacts=tuple(_list(options.get("artifacts"), DEFAULT_ARTIFACTS)),
+        strengths=tuple(float(s) for s in _list(options.get("strengths"), (0.25, 0.5, 1.0))),
+        positions=tuple(_list(options.get("positions"), CORNERS)),
+        seed=seed,
+        batch_size=batch_size,
+        positive_class=positive_index(run.data, None if positive is None else str(positive)),
+    )
+    _, results = confounders_section(run, config)
+    return config.to_dict(), results
+
+
+def _list(value: str | float | list[Any] | None, default: tuple[Any, ...]) -> list[Any]:
+    """A TOML list or a comma-separated string, or the default."""
+    text = as_csv(value)
+    return list(default) if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _intrinsic(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, dict]:
     config = IntrinsicConfig(
         dimension=DimensionConfig(
@@ -183,6 +206,8 @@ def run_command(
             warnings += extra
         elif name == "shift":
             configs[name], sections[name] = _shift(run, options, batch_size, seed)
+        elif name == "confounders":
+            configs[name], sections[name] = _confounders(run, options, batch_size, seed)
         else:
             configs[name], sections[name] = _intrinsic(run, options, batch_size, seed)
     console.print(tables.run_summary_table(sections, f"Audit summary: {run.data.describe()}"))

@@ -82,6 +82,12 @@ METRICS: dict[str, MetricInfo] = {
     "shift.mean_rbe": MetricInfo(
         "mean relative balanced error vs the AlexNet baseline (only when the baseline applies)", False, False
     ),
+    "confounders.worst_flip_rate": MetricInfo(
+        "largest share of predictions any probed artifact flips (ranking worst_flip_rate)", False, True
+    ),
+    "confounders.worst_auc_drop_reversed": MetricInfo(
+        "largest AUC drop with an artifact on the other classes only (reversed correlation)", False, True
+    ),
     "intrinsic.k_f": MetricInfo("label sharpness K_F of the data", None, False),
     "intrinsic.d_data_mle": MetricInfo("intrinsic dimension of the data, MLE", None, False),
     "intrinsic.d_data_twonn": MetricInfo("intrinsic dimension of the data, TwoNN", None, False),
@@ -350,6 +356,16 @@ def _shift_metrics(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _confounder_metrics(results: dict[str, Any]) -> dict[str, float]:
+    ranking = [r for r in results.get("ranking") or [] if isinstance(r, dict)]
+    out = {}
+    for key in ("worst_flip_rate", "worst_auc_drop_reversed"):
+        values = [_num(r.get(key)) for r in ranking]
+        unknown = not values or any(math.isnan(v) for v in values)  # a NaN must fail, not vanish in max()
+        out[f"confounders.{key}"] = float("nan") if unknown else max(values)
+    return out
+
+
 def _intrinsic_metrics(results: dict[str, Any]) -> dict[str, float]:
     out = {"intrinsic.k_f": _num(_dict(results.get("label_sharpness")).get("k_f"))}
     for part in ("d_data", "d_repr"):  # d_repr is null without a model
@@ -365,6 +381,7 @@ _EXTRACTORS = {
     "eval": _eval_metrics,
     "attack": _attack_metrics,
     "shift": _shift_metrics,
+    "confounders": _confounder_metrics,
     "intrinsic": _intrinsic_metrics,
 }
 
