@@ -613,3 +613,26 @@ def test_browser_paints_every_figure_exactly(tmp_path: Path) -> None:
                     best = difference
         assert best is not None, (left, top, png.shape, pixels.shape)
         assert best.mean() < 1.0 and np.percentile(best, 99.9) <= 8, (best.mean(), best.max())
+
+
+def test_confounders_section_has_its_heatmap_and_ranking() -> None:
+    probes = [
+        {"artifact": a, "strength": s, "position": None, "flip_rate": f, "n": 10}
+        for a, s, f in (("tag", 0.5, 0.0), ("tag", 1.0, 0.1), ("lowpass", 0.5, 0.2), ("lowpass", 1.0, 0.6))
+    ]
+    ranking = [
+        {
+            "artifact": "lowpass",
+            "worst_flip_rate": 0.6,
+            "worst_auc_drop_reversed": 0.3,
+            "summary": "sensitive",
+        }
+    ]
+    doc = {
+        "schema": "medaudit/1",
+        "command": "confounders",
+        "results": {"probes": probes, "ranking": ranking},
+    }
+    page = render_html(doc)
+    assert "Confounder probes" in page and page.count("<img") == 1
+    assert "sensitive" in page and "lowpass" in page

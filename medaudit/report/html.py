@@ -26,12 +26,13 @@ import numpy as np
 from medaudit.report import figures
 from medaudit.report.atomic import write_atomic
 
-SECTION_ORDER = ("eval", "attack", "shift", "intrinsic")
+SECTION_ORDER = ("eval", "attack", "shift", "confounders", "intrinsic")
 SECTION_TITLES = {
     "eval": "Clean metrics",
     "attack": "Adversarial robustness",
     "shift": "Distribution shift",
     "intrinsic": "Intrinsic properties",
+    "confounders": "Confounder probes",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 B64_LINE = 76  # MIME line length: keeps the source readable; URL parsing drops the newlines
@@ -566,6 +567,33 @@ def _generic_section(res: Any) -> str:
     return out
 
 
+def _confounders_section(res: dict[str, Any], title: str) -> str:
+    """The flip-rate heatmap (artifact x strength, worst position) and the ranking with its verdicts."""
+    probes = [p for p in res.get("probes") or [] if isinstance(p, dict)]
+    names = list(dict.fromkeys(p["artifact"] for p in probes))
+    strengths = sorted({p["strength"] for p in probes})
+    worst: dict[tuple[str, float], float] = {}
+    for p in probes:
+        key = (p["artifact"], p["strength"])
+        worst[key] = max(worst.get(key, 0.0), _finite(p.get("flip_rate")))
+    out = ""
+    if names and strengths:
+        values = np.array([[worst.get((n, st), np.nan) for st in strengths] for n in names])
+        png = figures.heatmap_png(values, names, [f"strength {st:g}" for st in strengths], title, "flip rate")
+        out += _figure(png, "flip rate per artifact and strength", "share of predictions each artifact flips")
+    rows = [
+        "<tr>"
+        + _td(r.get("artifact"))
+        + _td(r.get("worst_flip_rate"), 3)
+        + _td(r.get("worst_auc_drop_reversed"), 3)
+        + _td(r.get("summary"))
+        + "</tr>"
+        for r in res.get("ranking") or []
+        if isinstance(r, dict)
+    ]
+    return out + _table(["artifact", "worst flip rate", "worst ΔAUC reversed", "verdict"], rows)
+
+
 def _section(name: str, res: Any, data_label: str) -> str:
     heading = SECTION_TITLES.get(name, name)
     if name == "eval" and isinstance(res, dict):
@@ -574,6 +602,8 @@ def _section(name: str, res: Any, data_label: str) -> str:
         body = _attack_section(res, f"Robustness: {data_label}")
     elif name == "shift" and isinstance(res, dict):
         body = _shift_section(res, f"Accuracy drop under corruption: {data_label}")
+    elif name == "confounders" and isinstance(res, dict):
+        body = _confounders_section(res, f"Flip rate under artifacts: {data_label}")
     elif name == "intrinsic" and isinstance(res, dict):
         body = _intrinsic_section(res)
     else:
