@@ -1,4 +1,5 @@
-"""``medaudit confounders``: does the model react to marks, filters and noise it should ignore (probe mode)."""
+"""``medaudit confounders``: does the model react to marks, filters and noise it should ignore (probe mode),
+and does it do worse for one group of a metadata attribute (subgroup mode, ``--metadata``)."""
 
 from __future__ import annotations
 
@@ -46,12 +47,15 @@ from medaudit.confounders.probe import (
     resolve_positive,
     run_probe,
 )
+from medaudit.confounders.subgroups import read_metadata, subgroup_audit
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
+from medaudit.evaluate import predict_logits
 from medaudit.report import schema
-from medaudit.report.confounder_tables import artifact_list_table, confounder_tables
+from medaudit.report.confounder_tables import artifact_list_table, confounder_tables, subgroup_table
 
 PANEL = "Confounders"
+SUBGROUP_PANEL = "Subgroups"
 
 
 def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -117,6 +121,35 @@ def confounders_command(
             rich_help_panel=PANEL,
         ),
     ] = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            "--metadata",
+            help="CSV with one row per image of the split (header row): run the subgroup audit instead of "
+            "the probes. Cannot be combined with --limit.",
+            rich_help_panel=SUBGROUP_PANEL,
+        ),
+    ] = None,
+    attribute: Annotated[
+        str | None,
+        typer.Option(
+            "--attribute", help="Metadata column that defines the groups.", rich_help_panel=SUBGROUP_PANEL
+        ),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            "--id-column",
+            help="Metadata column holding each row's sample index (0..n-1); default: row i is image i.",
+            rich_help_panel=SUBGROUP_PANEL,
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap", help="Bootstrap rounds for the intervals.", rich_help_panel=SUBGROUP_PANEL
+        ),
+    ] = 1000,
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
     mean: MeanOpt = None,
@@ -143,6 +176,29 @@ def confounders_command(
         return
     if model is None:
         raise ConfigError("give a model file (or --list for the artifacts)")
+    if metadata is not None or attribute is not None or id_column is not None:
+        _check_subgroup_options(metadata, attribute, limit, bootstrap, artifact_list, save_grid)
+        assert metadata is not None and attribute is not None
+        run = prepare(
+            model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
+            channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
+            download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+        )  # fmt: skip
+        print_warnings(console, run.warnings)
+        results = subgroups_section(run, metadata, attribute, id_column, bootstrap, seed, batch_size)
+        options = {"metadata": str(metadata), "attribute": attribute, "id_column": id_column}
+        doc = schema.document(
+            "confounders",
+            {**run.config, **options, "bootstrap": bootstrap, "batch_size": batch_size, "mode": "subgroups"},
+            {"subgroups": results},
+            model=run.model.describe(),
+            data={**run.data.identity, "n": run.data.n},
+            seed=seed,
+            wall_time_s=timer.elapsed,
+            warnings=run.warnings,
+        )
+        emit(console, json, doc)
+        return
     strength_values = parse_floats(strengths, "--strengths")
     assert strength_values is not None
     # checks names, strengths and positions before any loading
@@ -190,6 +246,56 @@ def confounders_section(run: Prepared, config: ProbeConfig) -> tuple[ProbeResult
     for table in confounder_tables(results, f"Confounders: {run.data.describe()}"):
         console.print(table)
     return result, results
+
+
+def _check_subgroup_options(
+    metadata: Path | None,
+    attribute: str | None,
+    limit: int | None,
+    bootstrap: int,
+    artifact_list: str | None,
+    save_grid: Path | None,
+) -> None:
+    """Subgroup-mode options, checked before any loading so mistakes fail fast."""
+    if metadata is None:
+        raise ConfigError("--attribute and --id-column need --metadata FILE.csv")
+    if attribute is None:
+        raise ConfigError("--metadata needs --attribute NAME (the column that defines the groups)")
+    if not metadata.is_file():
+        raise ConfigError(f"--metadata file {metadata} does not exist")
+    # the metadata describes the whole split; a --limit subsample would need its original indices
+    # re-derived to join, so the two are refused together rather than joined silently wrong
+    if limit is not None:
+        raise ConfigError(
+            "--limit cannot be combined with --metadata: the metadata rows describe the whole split; "
+            "audit the full split or pass a smaller --data file with matching metadata"
+        )
+    if bootstrap < 1:
+        raise ConfigError(f"--bootstrap must be at least 1, got {bootstrap}")
+    if artifact_list is not None or save_grid is not None:
+        raise ConfigError("--artifacts and --save-grid belong to probe mode, not to --metadata")
+
+
+def subgroups_section(
+    run: Prepared,
+    metadata: Path,
+    attribute: str,
+    id_column: str | None,
+    rounds: int,
+    seed: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Predict once, join the metadata, bootstrap per group, and print the table."""
+    console = stderr_console()
+    groups = read_metadata(metadata, attribute, run.data.n, id_column)
+    with progress_bar(console, "predicting", run.data.n) as advance:
+        logits = predict_logits(run.model, run.data, batch_size, advance)
+    result = subgroup_audit(
+        logits, run.data.labels, run.data.task, run.data.class_names, groups, rounds=rounds, seed=seed
+    )
+    results = {"attribute": attribute, **result}
+    console.print(subgroup_table(results, f"Subgroups: {run.data.describe()}"))
+    return results
 
 
 def _grid(path: Path, data: AuditData, config: ProbeConfig) -> None:

@@ -89,3 +89,40 @@ def confounder_tables(results: dict[str, Any], title: str) -> list[Table]:
             )
         tables.append(positions)
     return tables
+
+
+def _with_ci(value: float | None, ci: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    return f"{value:.3f}{interval}"
+
+
+def subgroup_table(results: dict[str, Any], title: str) -> Table:
+    """One row per group (metric with its interval), then one gap row per metric: where the model is worse."""
+    metrics = ("accuracy", "balanced_accuracy", "auc")
+    table = Table(title=f"{title}: by {escape(results['attribute'])}", title_justify="left")
+    table.add_column("group")
+    table.add_column("n", justify="right")
+    for column in ("accuracy", "balanced accuracy", "AUC"):
+        table.add_column(column, justify="right")
+    for row in results["groups"]:
+        table.add_row(
+            escape(row["group"]),
+            str(row["n"]),
+            *(_with_ci(row[m], row[f"{m}_ci"]) for m in metrics),
+        )
+    table.add_section()
+    for metric in metrics:
+        gap = results["gaps"][metric]
+        cells = ["-"] * len(metrics)
+        if gap["value"] is not None:
+            cells[metrics.index(metric)] = f"[bold]{_with_ci(gap['value'], gap['ci'])}[/]"
+            label = f"gap {metric.replace('_', ' ')}: {escape(gap['largest_group'])} - {escape(gap['smallest_group'])}"
+        else:
+            label = f"gap {metric.replace('_', ' ')}: fewer than two groups"
+        table.add_row(label, "", *cells)
+    caption = f"{results['confidence']:.0%} percentile bootstrap intervals, {results['rounds']} rounds"
+    notes = results.get("notes") or []
+    table.caption = "; ".join([caption, *(escape(n) for n in notes)])
+    return table
