@@ -32,6 +32,7 @@ from medaudit.commands.common import (
     Timer,
     TrustOpt,
     check_output_target,
+    data_spec,
     emit,
     parse_floats,
     prepare,
@@ -40,6 +41,7 @@ from medaudit.commands.common import (
     stderr_console,
 )
 from medaudit.confounders.artifacts import CORNERS, apply_artifact, list_artifacts
+from medaudit.confounders.finetune import DEFAULT_FRACTIONS, FinetuneConfig, run_finetune
 from medaudit.confounders.probe import (
     DEFAULT_ARTIFACTS,
     ProbeConfig,
@@ -48,14 +50,20 @@ from medaudit.confounders.probe import (
     run_probe,
 )
 from medaudit.confounders.subgroups import read_metadata, subgroup_audit
-from medaudit.data import AuditData
+from medaudit.data import AuditData, load_data
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_logits
 from medaudit.report import schema
-from medaudit.report.confounder_tables import artifact_list_table, confounder_tables, subgroup_table
+from medaudit.report.confounder_tables import (
+    artifact_list_table,
+    confounder_tables,
+    finetune_table,
+    subgroup_table,
+)
 
 PANEL = "Confounders"
 SUBGROUP_PANEL = "Subgroups"
+FINETUNE_PANEL = "Shortcut susceptibility (--finetune)"
 
 
 def _names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -150,6 +158,40 @@ def confounders_command(
             "--bootstrap", help="Bootstrap rounds for the intervals.", rich_help_panel=SUBGROUP_PANEL
         ),
     ] = 1000,
+    finetune: Annotated[
+        bool,
+        typer.Option(
+            "--finetune",
+            help="Fine-tune copies of the model on the training split with the first --artifacts entry "
+            "(default tag) at the largest --strengths value on a fraction p of positive-class images, and "
+            "report the o.o.d. (reversed-correlation) AUC against p. Needs a model with gradients.",
+            rich_help_panel=FINETUNE_PANEL,
+        ),
+    ] = False,
+    fractions: Annotated[
+        str | None,
+        typer.Option(
+            "--fractions",
+            help=f"Fractions p of positive training images given the artifact "
+            f"(default {','.join(f'{p:g}' for p in DEFAULT_FRACTIONS)}).",
+            rich_help_panel=FINETUNE_PANEL,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="Fine-tuning epochs per fraction.", rich_help_panel=FINETUNE_PANEL)
+    ] = 3,
+    lr: Annotated[
+        float,
+        typer.Option("--lr", help="Adam learning rate for fine-tuning.", rich_help_panel=FINETUNE_PANEL),
+    ] = 1e-3,
+    train_limit: Annotated[
+        int,
+        typer.Option(
+            "--train-limit",
+            help="Training images used (stratified, seeded subsample of the training split).",
+            rich_help_panel=FINETUNE_PANEL,
+        ),
+    ] = 2000,
     arch: ArchOpt = None,
     trust_checkpoint: TrustOpt = False,
     mean: MeanOpt = None,
@@ -176,6 +218,50 @@ def confounders_command(
         return
     if model is None:
         raise ConfigError("give a model file (or --list for the artifacts)")
+    if finetune:
+        if metadata is not None or save_grid is not None:
+            raise ConfigError("--finetune cannot be combined with --metadata or --save-grid")
+        if split is Split.train:
+            raise ConfigError("--finetune trains on the train split: audit --split test or val")
+        strength_values = parse_floats(strengths, "--strengths")
+        assert strength_values is not None
+        fraction_values = parse_floats(fractions, "--fractions") or DEFAULT_FRACTIONS
+        ft_config = FinetuneConfig(
+            artifact=_names(artifact_list, ("tag",))[0], strength=max(strength_values),
+            fractions=tuple(sorted(fraction_values)), epochs=epochs, lr=lr, batch_size=min(batch_size, 64),
+            limit=train_limit, seed=seed,
+        )  # fmt: skip
+        run = prepare(
+            model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
+            channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
+            download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+        )  # fmt: skip
+        print_warnings(console, run.warnings)
+        ft_config = FinetuneConfig(
+            **{**ft_config.__dict__, "positive_class": positive_index(run.data, positive_class)}
+        )
+        results = finetune_section(
+            run,
+            ft_config,
+            dataset=dataset,
+            size=size,
+            data_root=data_root,
+            download=download,
+            data=data,
+            task=task,
+        )
+        doc = schema.document(
+            "confounders",
+            {**run.config, **ft_config.to_dict(), "batch_size": ft_config.batch_size, "mode": "finetune"},
+            {"finetune": results},
+            model=run.model.describe(),
+            data={**run.data.identity, "n": run.data.n},
+            seed=seed,
+            wall_time_s=timer.elapsed,
+            warnings=run.warnings,
+        )
+        emit(console, json, doc)
+        return
     if metadata is not None or attribute is not None or id_column is not None:
         _check_subgroup_options(metadata, attribute, limit, bootstrap, artifact_list, save_grid)
         assert metadata is not None and attribute is not None
@@ -246,6 +332,37 @@ def confounders_section(run: Prepared, config: ProbeConfig) -> tuple[ProbeResult
     for table in confounder_tables(results, f"Confounders: {run.data.describe()}"):
         console.print(table)
     return result, results
+
+
+def finetune_section(
+    run: Prepared,
+    config: FinetuneConfig,
+    *,
+    dataset: str | None,
+    size: int | None,
+    data_root: Path | None,
+    download: bool,
+    data: Path | None,
+    task: str | None,
+) -> dict[str, Any]:
+    """Load the training split of the audited dataset, fine-tune per fraction with a progress bar, print."""
+    console = stderr_console()
+    spec = data_spec(
+        run.model, dataset=dataset, size=size, split=Split.train, data_root=data_root, download=download,
+        data=data, task=task, limit=None, seed=config.seed,
+    )  # fmt: skip
+    train = load_data(spec)
+    if train.channels != run.data.channels or train.size != run.data.size:
+        raise ConfigError(
+            f"the training split ({train.channels} channels, {train.size[0]}x{train.size[1]}) does not match "
+            f"the audited split ({run.data.channels} channels, {run.data.size[0]}x{run.data.size[1]})"
+        )
+    total = config.total_work(config.n_train(train.n), run.data.n)
+    with progress_bar(console, f"fine-tuning with {config.artifact}", total) as advance:
+        result = run_finetune(run.model, train, run.data, config, advance)
+    results = {"train_data": {**train.identity, "n": train.n}, **result.to_dict()}
+    console.print(finetune_table(results, f"Shortcut susceptibility: {run.data.describe()}"))
+    return results
 
 
 def _check_subgroup_options(

@@ -126,3 +126,35 @@ def subgroup_table(results: dict[str, Any], title: str) -> Table:
     notes = results.get("notes") or []
     table.caption = "; ".join([caption, *(escape(n) for n in notes)])
     return table
+
+
+def finetune_table(results: dict[str, Any], title: str) -> Table:
+    """``--finetune``: one row per fraction p (i.i.d. and o.o.d. AUC/accuracy), the baseline first."""
+    table = Table(
+        title=f"{title}: fine-tuned with '{escape(results['artifact'])}' on a fraction p of positives",
+        title_justify="left",
+    )
+    for column in ("p", "n artifact / n train", "i.i.d. AUC", "i.i.d. acc", "o.o.d. AUC", "o.o.d. acc"):
+        table.add_column(column, justify="left" if column == "p" else "right")
+    base = results["baseline"]
+    table.add_row(
+        "as given", "-", _fmt(base["iid_auc"], 3), _fmt(base["iid_accuracy"], 3),
+        _fmt(base["ood_auc"], 3), _fmt(base["ood_accuracy"], 3),
+    )  # fmt: skip
+    table.add_section()
+    first = results["curve"][0]["ood_auc"]
+    for row in results["curve"]:
+        drop = first - row["ood_auc"] if first == first and row["ood_auc"] == row["ood_auc"] else None
+        ood = _styled(
+            drop, _fmt(row["ood_auc"], 3), results["thresholds"]["susceptible"], results["thresholds"]["mild"]
+        )
+        table.add_row(
+            f"{row['fraction']:g}", f"{row['n_artifact']} / {row['n_train']}", _fmt(row["iid_auc"], 3),
+            _fmt(row["iid_accuracy"], 3), ood, _fmt(row["ood_accuracy"], 3),
+        )  # fmt: skip
+    table.caption = (
+        f"{results['epochs']} epochs, lr {results['lr']:g}, strength {results['strength']:g}; "
+        f"o.o.d.: artifact on every test image not of class '{escape(results['positive_class'])}'. "
+        f"{escape(results['verdict'])}"
+    )
+    return table

@@ -1,0 +1,324 @@
+"""Shortcut susceptibility: how readily does the audited model learn an artifact shortcut when fine-tuned?
+
+The protocol of "Source Matters" (Juodelyte et al. 2024): for each fraction p, a copy of the
+model is fine-tuned on training images where a seeded random fraction p of the POSITIVE-class
+images carry the artifact (negatives stay clean), so "artifact => positive" is as predictive as
+p makes it. Each copy is tested on the clean test images (i.i.d.) and on test images with the
+artifact on every NEGATIVE-class image (o.o.d.: the correlation reversed). A model that picks up
+the shortcut keeps its i.i.d. AUC while its o.o.d. AUC falls as p rises.
+
+The user's model is never modified: every fraction trains a fresh deep copy of its network,
+under a forked RNG seeded from ``config.seed`` (so results reproduce and the global RNG is untouched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medaudit.confounders.artifacts import apply_artifact, artifacts
+from medaudit.confounders.probe import resolve_positive
+from medaudit.data import AuditData, stratified_indices
+from medaudit.errors import ConfigError, ModelLoadError
+from medaudit.metrics import predictions, probabilities, roc_auc
+from medaudit.models import AuditModel
+
+DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
+SUSCEPTIBLE = 0.1
+"""o.o.d. AUC drop (lowest to highest p) from which the model is said to pick up the shortcut."""
+MILD = 0.02
+"""... and from which it is said to pick it up mildly."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    artifact: str = "tag"
+    strength: float = 1.0
+    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    epochs: int = 3
+    lr: float = 1e-3  # 1e-4 barely moves a trained model in a few epochs (sample model: no change)
+    batch_size: int = 64
+    limit: int | None = 2000
+    """Training images used (stratified, seeded); None: the whole training split."""
+    seed: int = 0
+    positive_class: int | None = None
+    """Class whose training images get the artifact (default: the last class)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Extra keyword options of the artifact (e.g. ``{"corner": "top-right"}``)."""
+
+    def __post_init__(self) -> None:
+        if self.artifact not in artifacts:
+            raise ConfigError(f"unknown artifact '{self.artifact}': see `medaudit confounders --list`")
+        if not 0 < self.strength <= 1:
+            raise ConfigError(f"strength must lie in (0, 1], got {self.strength}")
+        if not self.fractions:
+            raise ConfigError("no fractions to fine-tune with")
+        bad = [p for p in self.fractions if not 0 <= p <= 1]
+        if bad:
+            raise ConfigError(f"fractions must lie in [0, 1], got {bad}")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ConfigError(f"fractions listed twice: {list(self.fractions)}")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 2:
+            raise ConfigError(f"--train-limit must be at least 2, got {self.limit}")
+
+    def n_train(self, available: int) -> int:
+        """Training images actually used out of ``available``."""
+        return available if self.limit is None else min(self.limit, available)
+
+    def total_work(self, n_train: int, n_test: int) -> int:
+        """Progress units of a run: images trained on and images predicted."""
+        return len(self.fractions) * (self.epochs * n_train + 2 * n_test)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "strength": self.strength,
+            "fractions": list(self.fractions),
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "train_limit": self.limit,
+            "seed": self.seed,
+            "positive_class": self.positive_class,
+            "options": dict(self.options),
+        }
+
+
+@dataclass
+class FinetuneResult:
+    config: FinetuneConfig
+    positive_class: str
+    baseline: dict[str, Any]
+    curve: list[dict[str, Any]]
+
+    def verdict(self) -> tuple[str, float | None]:
+        """(sentence, o.o.d. AUC drop from the lowest to the highest fraction)."""
+        name = self.config.artifact
+        first, last = self.curve[0], self.curve[-1]
+        a, b = first["ood_auc"], last["ood_auc"]
+        if len(self.curve) < 2 or not (math.isfinite(a) and math.isfinite(b)):
+            return "not enough fractions or classes to compare o.o.d. AUC", None
+        drop = a - b
+        where = f"from {a:.2f} at p={first['fraction']:g} to {b:.2f} at p={last['fraction']:g}"
+        if drop >= SUSCEPTIBLE:
+            return f"o.o.d. AUC falls {where}: the model picks up the {name} shortcut", drop
+        if drop >= MILD:
+            return f"o.o.d. AUC falls slightly {where}: the model picks up the {name} shortcut mildly", drop
+        return f"o.o.d. AUC goes {where}: the model does not pick up the {name} shortcut", drop
+
+    def to_dict(self) -> dict[str, Any]:
+        """``results.finetune`` of the JSON document."""
+        sentence, drop = self.verdict()
+        return {
+            "artifact": self.config.artifact,
+            "strength": self.config.strength,
+            "epochs": self.config.epochs,
+            "lr": self.config.lr,
+            "positive_class": self.positive_class,
+            "curve": self.curve,
+            "baseline": self.baseline,
+            "ood_auc_drop": drop,
+            "thresholds": {"susceptible": SUSCEPTIBLE, "mild": MILD},
+            "verdict": sentence,
+        }
+
+
+def trainable_network(model: AuditModel) -> nn.Module:
+    """The torch module behind the AuditModel that fine-tuning can copy; ConfigError when there is none."""
+    if model.is_onnx:
+        if model.twin is None or not model.twin_verified:
+            raise ConfigError(
+                "this ONNX model runs as a black box (no verified torch twin), so it cannot be fine-tuned: "
+                "run --finetune on the .pt or .pt2 file of the same model"
+            )
+        network = model.twin
+    else:
+        network = model.network
+    if not any(p.is_floating_point() for p in network.parameters()):
+        raise ConfigError(
+            f"the {model.info.format} network has no trainable parameters (weights frozen into the graph), "
+            "so it cannot be fine-tuned: use a TorchScript .pt, torch.export .pt2 or state_dict file"
+        )
+    return network
+
+
+def _copy_network(model: AuditModel, network: nn.Module) -> nn.Module:
+    """A trainable deep copy. TorchScript round-trips through save/load: its deepcopy gives non-leaf weights."""
+    try:
+        if isinstance(network, torch.jit.ScriptModule):
+            buffer = io.BytesIO()
+            torch.jit.save(network, buffer)
+            buffer.seek(0)
+            clone = torch.jit.load(buffer, map_location=model.device)
+        else:
+            with torch.no_grad():
+                clone = copy.deepcopy(network)
+    except Exception as error:
+        raise ConfigError(f"cannot copy the {model.info.format} network for fine-tuning: {error}") from error
+    parameters = [p for p in clone.parameters() if p.is_floating_point()]
+    if not all(p.is_leaf for p in parameters):
+        raise ConfigError(
+            f"the copied {model.info.format} network has derived weights and cannot be fine-tuned"
+        )
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    return clone
+
+
+def _set_mode(network: nn.Module, train: bool) -> None:
+    """train()/eval(), tolerating exported graphs that refuse mode switches (they keep their mode)."""
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        network.train(train)
+
+
+def _artifact_on(images: torch.Tensor, rows: np.ndarray, config: FinetuneConfig, seed: int) -> torch.Tensor:
+    """A uint8 copy of ``images`` with the artifact on ``rows`` (seeded per row index)."""
+    out = images.clone()
+    if len(rows):
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        out[idx] = apply_artifact(
+            images[idx], config.artifact, config.strength, seed, indices=[int(i) for i in rows],
+            **dict(config.options),
+        )  # fmt: skip
+    return out
+
+
+def _logits(model: AuditModel, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The AuditModel's pipeline (preprocess, network, adapt) with a given network: [0,1] NCHW in."""
+    return model.adapt(network(model.preprocess(images)))
+
+
+def _predict(
+    model: AuditModel,
+    network: nn.Module | None,
+    images: torch.Tensor,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> torch.Tensor:
+    """Logits for uint8 images; ``network=None`` is the user's unmodified model."""
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(model.device).float() / 255
+            out = model.predict(x) if network is None else _logits(model, network, x)
+            if not torch.isfinite(out).all():
+                raise ModelLoadError("the fine-tuned model returned NaN or infinite outputs: lower --lr")
+            chunks.append(out.float().cpu())
+            if progress:
+                progress(len(x))
+    return torch.cat(chunks)
+
+
+def _scores(logits: torch.Tensor, data: AuditData, positive: int) -> tuple[float, float]:
+    """(AUC of the positive class one-vs-rest, accuracy): the paper's AUC, not the macro one."""
+    probs = probabilities(logits, data.task)
+    auc = roc_auc((data.labels == positive).numpy(), probs[:, positive].numpy().astype(np.float64))
+    accuracy = float((predictions(probs, data.task).cpu() == data.labels).float().mean())
+    return auc, accuracy
+
+
+def _train(
+    model: AuditModel,
+    network: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    config: FinetuneConfig,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Adam on cross-entropy of the model's logits, ``config.epochs`` passes in seeded random order."""
+    parameters = [p for p in network.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(parameters, lr=config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    _set_mode(network, True)
+    for _ in range(config.epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            if len(idx) < 2 and len(order) > 1:  # BatchNorm cannot train on one image
+                continue
+            x = images[idx].to(model.device).float() / 255
+            loss = nn.functional.cross_entropy(_logits(model, network, x), labels[idx].to(model.device))
+            if not torch.isfinite(loss):
+                raise ModelLoadError("fine-tuning diverged (non-finite loss): lower --lr")
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            if progress:
+                progress(len(idx))
+    _set_mode(network, False)
+
+
+def run_finetune(
+    model: AuditModel,
+    train_data: AuditData,
+    test_data: AuditData,
+    config: FinetuneConfig,
+    progress: Callable[[int], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune a copy of the model per fraction p and measure i.i.d. and o.o.d. (reversed) AUC."""
+    positive = resolve_positive(test_data, config.positive_class)
+    if train_data.task is not test_data.task or train_data.num_classes != test_data.num_classes:
+        raise ConfigError("the training and test data differ in task or number of classes")
+    network = trainable_network(model)
+    n_train = config.n_train(train_data.n)
+    if n_train < train_data.n:
+        train_data = train_data.subset(stratified_indices(train_data.labels, n_train, config.seed), {})
+    train_images, train_labels = train_data.uint8_images(0, train_data.n), train_data.labels
+    test_images, test_labels = test_data.uint8_images(0, test_data.n), test_data.labels
+    ood_images = _artifact_on(
+        test_images, np.flatnonzero((test_labels != positive).numpy()), config, config.seed + 1
+    )
+    baseline_iid = _scores(_predict(model, None, test_images, config.batch_size, None), test_data, positive)
+    baseline_ood = _scores(_predict(model, None, ood_images, config.batch_size, None), test_data, positive)
+    # one seeded order of the positives: the marked set at a larger p contains the one at a smaller p
+    positives = np.flatnonzero((train_labels == positive).numpy())
+    order = np.random.default_rng(config.seed).permutation(positives)
+    curve = []
+    for fraction in sorted(config.fractions):
+        marked = np.sort(order[: round(fraction * len(positives))])
+        images = _artifact_on(train_images, marked, config, config.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            tuned = _copy_network(model, network).to(model.device)
+            _train(model, tuned, images, train_labels, config, progress)
+        iid = _scores(_predict(model, tuned, test_images, config.batch_size, progress), test_data, positive)
+        ood = _scores(_predict(model, tuned, ood_images, config.batch_size, progress), test_data, positive)
+        curve.append(
+            {
+                "fraction": fraction,
+                "iid_auc": iid[0],
+                "iid_accuracy": iid[1],
+                "ood_auc": ood[0],
+                "ood_accuracy": ood[1],
+                "n_train": n_train,
+                "n_artifact": len(marked),
+            }
+        )
+    baseline = {
+        "iid_auc": baseline_iid[0],
+        "iid_accuracy": baseline_iid[1],
+        "ood_auc": baseline_ood[0],
+        "ood_accuracy": baseline_ood[1],
+        "n_test": test_data.n,
+    }
+    return FinetuneResult(config, test_data.class_names[positive], baseline, curve)
+
+
+def fractions_of(values: Sequence[float] | None) -> tuple[float, ...]:
+    """The fractions to run, sorted (default: the paper's)."""
+    return tuple(sorted(values)) if values else DEFAULT_FRACTIONS
