@@ -1,0 +1,224 @@
+"""Speed and strength of medaudit's PGD against torchattacks and the Adversarial Robustness Toolbox.
+
+    MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/attack_speed.py [--quick]
+
+PneumoniaMNIST 28 px test split (624 images; --quick: a stratified 128 and one run) and the sample
+model ``sample_models/pneumoniamnist_rescnn.pt``. The same threat model for every tool: L-inf, eps
+1/255 and 8/255, 10 and 50 steps of eps/4 (medaudit's default step), one uniform random start,
+cross-entropy loss, batches of 256. Images per second are the median of ``--repeats`` runs; robust
+accuracy is the share of all images still classified correctly. Then the full ``auto`` sweep
+(``medaudit attack MODEL --eps 0.004`` without the honesty checks and the report) is timed once.
+Writes benchmarks/RESULTS-attack.md, keeping the hand-written notes below its NOTES marker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchattacks
+from art.attacks.evasion import ProjectedGradientDescent
+from art.estimators.classification import PyTorchClassifier
+
+from medaudit.attacks import AttackConfig, run_attacks
+from medaudit.attacks.base import is_correct
+from medaudit.attacks.pgd import PGD
+from medaudit.attacks.plan import build_config
+from medaudit.data import AuditData, DataSpec, load_data, stratified_indices
+from medaudit.models import AuditModel, bind_model, load_model
+
+OUT = Path(__file__).with_name("RESULTS-attack.md")
+MODEL = Path("sample_models/pneumoniamnist_rescnn.pt")
+EPS = ((1, 1 / 255), (8, 8 / 255))
+STEPS = (10, 50)
+BATCH = 256
+NOTES = "<!-- notes: kept when this file is rewritten -->"
+TOOLS = ("medaudit run_attacks", "medaudit PGD call", "torchattacks", "ART")
+
+
+def timed(fn: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """(median seconds, robust accuracy of the last run)."""
+    times, value = [], float("nan")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), value
+
+
+def correct_share(model: AuditModel, x_adv: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        logits = torch.cat([model(x_adv[i : i + BATCH]) for i in range(0, len(x_adv), BATCH)])
+    return float(is_correct(logits, y, model.task).float().mean())
+
+
+def medaudit_sweep(model: AuditModel, data: AuditData, eps: float, steps: int) -> float:
+    """What ``medaudit attack --attack pgd --steps S --restarts 1`` runs: clean pass, attack, AUC push."""
+    config = AttackConfig(
+        attacks=("pgd",), eps=(eps,), params={"pgd": {"steps": steps, "restarts": 1}}, batch_size=BATCH
+    )
+    return run_attacks(model, data, config).robust_accuracy(eps)
+
+
+def medaudit_call(model: AuditModel, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> float:
+    """The PGD attack alone, batch by batch on every image (clean-wrong ones too), like the peers."""
+    attack, generator = PGD(steps=steps, restarts=1), torch.Generator().manual_seed(0)
+    x_adv = torch.cat(
+        [
+            attack(model, x[i : i + BATCH], y[i : i + BATCH], eps=eps, norm="linf", generator=generator)
+            for i in range(0, len(x), BATCH)
+        ]
+    )
+    return correct_share(model, x_adv, y)
+
+
+def torchattacks_pgd(model: AuditModel, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> float:
+    torch.manual_seed(0)
+    attack = torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=steps, random_start=True)
+    x_adv = torch.cat([attack(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+    return correct_share(model, x_adv, y)
+
+
+def art_pgd(
+    classifier: PyTorchClassifier, model: AuditModel, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int
+) -> float:
+    np.random.seed(0)
+    attack = ProjectedGradientDescent(
+        classifier,
+        norm=np.inf,
+        eps=eps,
+        eps_step=eps / 4,
+        max_iter=steps,
+        num_random_init=1,
+        batch_size=BATCH,
+        verbose=False,
+    )
+    x_adv = attack.generate(x.numpy(), y=y.numpy())
+    return correct_share(model, torch.from_numpy(x_adv), y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="128 images, one run, no auto sweep")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per cell (default 3; --quick 1)")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    data = load_data(DataSpec(dataset="pneumoniamnist", split="test"))
+    if args.quick:
+        data = data.subset(stratified_indices(data.labels, 128, seed=0), {"limit": 128})
+    model = load_model(MODEL)
+    bind_model(model, data)
+    x, y = data.float_images(0, data.n), data.labels
+    clean = correct_share(model, x, y)
+    classifier = PyTorchClassifier(
+        model=model,
+        loss=torch.nn.CrossEntropyLoss(),
+        input_shape=tuple(x.shape[1:]),
+        nb_classes=len(model.class_names),
+        clip_values=(0.0, 1.0),
+        device_type="cpu",
+    )
+    runners: dict[str, Callable[[float, int], float]] = {
+        "medaudit run_attacks": lambda eps, steps: medaudit_sweep(model, data, eps, steps),
+        "medaudit PGD call": lambda eps, steps: medaudit_call(model, x, y, eps, steps),
+        "torchattacks": lambda eps, steps: torchattacks_pgd(model, x, y, eps, steps),
+        "ART": lambda eps, steps: art_pgd(classifier, model, x, y, eps, steps),
+    }
+    results: dict[tuple[int, int, str], tuple[float, float]] = {}
+    for grey, eps in EPS:
+        for steps in STEPS:
+            for tool in TOOLS:
+                seconds, robust = timed(lambda t=tool, e=eps, s=steps: runners[t](e, s), repeats)
+                results[grey, steps, tool] = (data.n / seconds, robust)
+                print(
+                    f"{grey}/255 {steps:>2} steps {tool:<22} {data.n / seconds:8.1f} img/s  robust {robust:.3f}"
+                )
+    auto_line = "not run (--quick)"
+    if not args.quick:
+        start = time.perf_counter()
+        config, _ = build_config("auto", model, "0.004", "linf", BATCH, 0)
+        auto = run_attacks(model, data, config)
+        seconds = time.perf_counter() - start
+        auto_line = (
+            f"`auto` ({', '.join(config.attacks)}) at eps 0.004: {seconds:.1f} s for {data.n} images "
+            f"({data.n / seconds:.1f} img/s), clean {float(auto.clean_correct.mean()):.3f}, "
+            f"robust {auto.robust_accuracy(0.004):.3f}"
+        )
+        print(auto_line)
+    facts = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+        f"{torch.get_num_threads()}, torch {torch.__version__}, numpy {np.__version__}, "
+        f"torchattacks {metadata.version('torchattacks')}, "
+        f"adversarial-robustness-toolbox {metadata.version('adversarial-robustness-toolbox')}, "
+        f"Python {platform.python_version()}"
+    )
+    command = "MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/attack_speed.py" + (
+        " --quick" if args.quick else ""
+    )
+    table = [
+        "| eps | steps | " + " | ".join(f"{t} img/s" for t in TOOLS) + " | "
+        + " | ".join(f"{t} robust" for t in TOOLS) + " |",
+        "|---" * (2 + 2 * len(TOOLS)) + "|",
+    ]  # fmt: skip
+    ratios = [
+        "| eps | steps | run_attacks / torchattacks | run_attacks / ART | PGD call / torchattacks | PGD call / ART |",
+        "|---|---|---|---|---|---|",
+    ]
+    for grey, _ in EPS:
+        for steps in STEPS:
+            speed = {t: results[grey, steps, t][0] for t in TOOLS}
+            robust = {t: results[grey, steps, t][1] for t in TOOLS}
+            table.append(
+                f"| {grey}/255 | {steps} | " + " | ".join(f"{speed[t]:.1f}" for t in TOOLS) + " | "
+                + " | ".join(f"{robust[t]:.3f}" for t in TOOLS) + " |"
+            )  # fmt: skip
+            ours, call = speed["medaudit run_attacks"], speed["medaudit PGD call"]
+            ratios.append(
+                f"| {grey}/255 | {steps} | {ours / speed['torchattacks']:.2f} | {ours / speed['ART']:.2f} | "
+                f"{call / speed['torchattacks']:.2f} | {call / speed['ART']:.2f} |"
+            )
+    lines = [
+        "# Attacks: medaudit PGD vs torchattacks vs Adversarial Robustness Toolbox",
+        "",
+        f"`{command}` on {time.strftime('%Y-%m-%d')}; {facts}.",
+        "",
+        f"PneumoniaMNIST 28 px test split, {data.n} images, `{MODEL}` (clean accuracy {clean:.3f}). "
+        f"L-inf, step eps/4, one random start, CE loss, batch {BATCH}, for every tool. "
+        f"Images per second: median of {repeats} run(s). Robust accuracy: share of all {data.n} images "
+        "classified correctly after the attack (last run).",
+        "",
+        "- **medaudit run_attacks**: `run_attacks` with `AttackConfig(attacks=('pgd',), steps=S, restarts=1)`, "
+        "i.e. `medaudit attack --attack pgd`: clean pass, attack of the clean-correct images only, and "
+        "the AUC-under-attack push (10 more max-loss PGD steps on every misclassified image).",
+        "- **medaudit PGD call**: the `PGD` attack alone on every image, batch by batch, as the peers run.",
+        "- **torchattacks**: `torchattacks.PGD(model, eps, alpha=eps/4, steps, random_start=True)`, batches of 256.",
+        "- **ART**: `ProjectedGradientDescent(PyTorchClassifier(model, clip_values=(0, 1)), norm=inf, "
+        "eps_step=eps/4, max_iter=steps, num_random_init=1, batch_size=256)`.",
+        "",
+        *table,
+        "",
+        "Headline ratios (medaudit / peer images per second; above 1: medaudit is faster):",
+        "",
+        *ratios,
+        "",
+        f"Full sweep: {auto_line} (once; `run_attacks` only, without the honesty checks and the report).",
+        "",
+    ]
+    kept = OUT.read_text().partition(NOTES)[2] if OUT.exists() else ""
+    if kept:  # hand-written reading of the table, kept across runs
+        lines += [NOTES + kept.rstrip("\n"), ""]
+    OUT.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
