@@ -44,6 +44,17 @@ class EvalResult:
         return {"task": self.task.value, "class_names": list(self.class_names), **self.metrics()}
 
 
+def predict_checked(model: AuditModel, x: torch.Tensor, start: int) -> torch.Tensor:
+    """Logits (float32, CPU) of one batch on the fastest backend; NaN or inf is a user error."""
+    logits = model.predict(x.to(model.device)).float().cpu()
+    if not torch.isfinite(logits).all():
+        raise ModelLoadError(
+            f"the model returned NaN or infinite outputs for images {start}..{start + len(x) - 1}: "
+            "check its weights and preprocessing (--mean/--std)"
+        )
+    return logits
+
+
 def predict_logits(
     model: AuditModel,
     data: AuditData,
@@ -53,13 +64,7 @@ def predict_logits(
     """Logits for every image, batched, on the model's fastest backend."""
     chunks = []
     for start, x, _ in data.batches(batch_size):
-        logits = model.predict(x.to(model.device)).float().cpu()
-        if not torch.isfinite(logits).all():
-            raise ModelLoadError(
-                f"the model returned NaN or infinite outputs for images {start}..{start + len(x) - 1}: "
-                "check its weights and preprocessing (--mean/--std)"
-            )
-        chunks.append(logits)
+        chunks.append(predict_checked(model, x, start))
         if progress:
             progress(len(x))
     return torch.cat(chunks)

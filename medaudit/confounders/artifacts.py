@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw
 from medaudit.errors import ConfigError
 from medaudit.registry import Registry
 from medaudit.shift.catalogue import REFERENCE_SIZE
-from medaudit.shift.corrupt import CHUNK_VALUES, OpContext, sample_rngs
+from medaudit.shift.corrupt import CHUNK_VALUES, OpContext, on_uint8_batch, sample_rngs
 from medaudit.shift.marks import SUPERSAMPLE_EM, area_downsample, default_font
 
 CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
@@ -430,34 +430,15 @@ def apply_artifact(
     Deterministic per (seed, sample index, artifact, strength); ``indices`` are the
     sample indices (default 0..N-1), so an image gives the same result alone or in any
     batch. Returns the same type, dtype, device and shape; strength 0 returns an
-    unchanged copy (options are still checked).
+    unchanged copy of the 8-bit image (options are still checked).
     """
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0 <= strength <= 1:
         raise ConfigError(f"strength must be a number in [0, 1], got {strength!r}")
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ConfigError(
-            f"apply_artifact() takes NCHW images with 1 or 3 channels, got shape {tuple(images.shape)}"
-        )
-    n, _, height, width = images.shape
-    if height != width:
-        raise ConfigError(f"apply_artifact() takes square images, got {height}x{width}")
-    if indices is None:
-        indices = range(n)
-    elif len(indices) != n:
-        raise ConfigError(f"{len(indices)} indices for {n} images")
-    is_tensor = isinstance(images, torch.Tensor)
-    array = images.detach().cpu().numpy() if is_tensor else np.asarray(images)
-    floating = array.dtype != np.uint8
-    if floating:
-        array = np.clip(np.rint(array.astype(np.float32) * 255), 0, 255).astype(np.uint8)
-    nhwc = array.transpose(0, 2, 3, 1)
-    if strength == 0:
-        apply_uint8(nhwc[:1], name, 0.0, seed, indices=list(indices)[:1], **options)  # validate only
-        return images.clone() if is_tensor else np.array(images, copy=True)
-    out = np.ascontiguousarray(
-        apply_uint8(nhwc, name, strength, seed, indices=list(indices), **options).transpose(0, 3, 1, 2)
-    )
-    if not is_tensor:
-        return (out / 255).astype(images.dtype) if floating else out
-    tensor = torch.from_numpy(out)
-    return (tensor.to(images.dtype) / 255 if floating else tensor).to(images.device)
+
+    def run(nhwc: np.ndarray, sample_indices: list[int]) -> np.ndarray:
+        if strength == 0:  # identity, but the options are still checked
+            apply_uint8(nhwc[:1], name, 0.0, seed, indices=sample_indices[:1], **options)
+            return nhwc.copy()
+        return apply_uint8(nhwc, name, strength, seed, indices=sample_indices, **options)
+
+    return on_uint8_batch(images, run, "apply_artifact()", indices)

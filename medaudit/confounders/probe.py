@@ -28,7 +28,8 @@ import torch
 
 from medaudit.confounders.artifacts import CORNERS, apply_artifact, artifacts
 from medaudit.data import AuditData
-from medaudit.errors import ConfigError, ModelLoadError
+from medaudit.errors import ConfigError
+from medaudit.evaluate import predict_checked
 from medaudit.metrics import classification_metrics, predictions, probabilities, roc_auc
 from medaudit.models import AuditModel
 from medaudit.task import Task
@@ -258,15 +259,6 @@ def _where(row: dict[str, Any]) -> str:
     return f"strength {row['strength']:g}{position}"
 
 
-def _predict(model: AuditModel, x: torch.Tensor, start: int) -> torch.Tensor:
-    logits = model.predict(x.to(model.device)).float().cpu()
-    if not torch.isfinite(logits).all():
-        raise ModelLoadError(
-            f"the model returned NaN or infinite outputs on images {start}..{start + len(x) - 1}"
-        )
-    return logits
-
-
 def resolve_positive(data: AuditData, positive_class: int | None) -> int:
     """The positive class index; ConfigError for multi-label tasks or an index out of range."""
     if data.task is Task.MULTI_LABEL:
@@ -294,13 +286,15 @@ def run_probe(
     for start in range(0, data.n, config.batch_size):
         stop = min(start + config.batch_size, data.n)
         batch = data.uint8_images(start, stop)
-        clean_chunks.append(_predict(model, batch.float() / 255, start))
+        clean_chunks.append(predict_checked(model, batch.float() / 255, start))
         for name, strength, position in cells:
             marked = apply_artifact(
                 batch, name, strength, config.seed, indices=range(start, stop),
                 **config.options_of(name, position),
             )  # fmt: skip
-            cell_chunks[(name, strength, position)].append(_predict(model, marked.float() / 255, start))
+            cell_chunks[(name, strength, position)].append(
+                predict_checked(model, marked.float() / 255, start)
+            )
             if progress:
                 progress(stop - start)
     return ProbeResult(

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from medaudit.data import AuditData
-from medaudit.errors import ConfigError, ModelLoadError
+from medaudit.errors import ConfigError
+from medaudit.evaluate import predict_checked
 from medaudit.metrics import classification_metrics
 from medaudit.models import AuditModel
 from medaudit.shift.baselines import baseline_for
@@ -137,15 +138,6 @@ class ShiftResult:
         }
 
 
-def _predict(model: AuditModel, x: torch.Tensor, start: int) -> torch.Tensor:
-    logits = model.predict(x.to(model.device)).float().cpu()
-    if not torch.isfinite(logits).all():
-        raise ModelLoadError(
-            f"the model returned NaN or infinite outputs on images {start}..{start + len(x) - 1}"
-        )
-    return logits
-
-
 def run_shift(
     model: AuditModel,
     data: AuditData,
@@ -162,14 +154,14 @@ def run_shift(
         stop = min(start + config.batch_size, data.n)
         batch = data.uint8_images(start, stop)
         nhwc = batch.permute(0, 2, 3, 1).numpy()
-        clean_chunks.append(_predict(model, batch.float() / 255, start))
+        clean_chunks.append(predict_checked(model, batch.float() / 255, start))
         for name, severity in cells:
             corrupted = apply_uint8(
                 nhwc, name, severity, config.seed, source=config.params_from(name),
                 mode=config.mode, indices=range(start, stop),
             )  # fmt: skip
             x = torch.from_numpy(np.ascontiguousarray(corrupted.transpose(0, 3, 1, 2))).float() / 255
-            cell_chunks[(name, severity)].append(_predict(model, x, start))
+            cell_chunks[(name, severity)].append(predict_checked(model, x, start))
             if progress:
                 progress(stop - start)
     notes = [

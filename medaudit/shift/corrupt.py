@@ -157,13 +157,34 @@ def corrupt(
     the sample indices that seed each image (default 0..N-1). Returns the same
     type, dtype and shape.
     """
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ConfigError(
-            f"corrupt() takes NCHW images with 1 or 3 channels, got shape {tuple(images.shape)}"
+    source = param_source(corruption, dataset, modality)
+
+    def run(nhwc: np.ndarray, sample_indices: list[int]) -> np.ndarray:
+        chosen = mode or default_mode(nhwc.shape[1])
+        return apply_uint8(
+            nhwc, corruption, severity, seed, source=source, mode=chosen, indices=sample_indices
         )
+
+    return on_uint8_batch(images, run, "corrupt()", indices)
+
+
+def on_uint8_batch(
+    images: torch.Tensor | np.ndarray,
+    fn: Callable[[np.ndarray, list[int]], np.ndarray],
+    caller: str,
+    indices: Sequence[int] | None,
+) -> torch.Tensor | np.ndarray:
+    """The public-API wrapper of a uint8 NHWC batch operation (corruptions, artifacts).
+
+    Checks NCHW square images with 1 or 3 channels and the indices that seed each
+    image (default 0..N-1), quantises float images in [0,1] to 8 bits, and returns
+    the same type, dtype, device and shape.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ConfigError(f"{caller} takes NCHW images with 1 or 3 channels, got shape {tuple(images.shape)}")
     n, _, height, width = images.shape
     if height != width:
-        raise ConfigError(f"corrupt() takes square images, got {height}x{width}")
+        raise ConfigError(f"{caller} takes square images, got {height}x{width}")
     if indices is None:
         indices = range(n)
     elif len(indices) != n:
@@ -173,17 +194,8 @@ def corrupt(
     floating = array.dtype != np.uint8
     if floating:
         array = np.clip(np.rint(array.astype(np.float32) * 255), 0, 255).astype(np.uint8)
-    out = apply_uint8(
-        array.transpose(0, 2, 3, 1),
-        corruption,
-        severity,
-        seed,
-        source=param_source(corruption, dataset, modality),
-        mode=mode or default_mode(height),
-        indices=list(indices),
-    ).transpose(0, 3, 1, 2)
-    result = np.ascontiguousarray(out)
+    out = np.ascontiguousarray(fn(array.transpose(0, 2, 3, 1), list(indices)).transpose(0, 3, 1, 2))
     if not is_tensor:
-        return (result / 255).astype(images.dtype) if floating else result
-    tensor = torch.from_numpy(result)
+        return (out / 255).astype(images.dtype) if floating else out
+    tensor = torch.from_numpy(out)
     return (tensor.to(images.dtype) / 255 if floating else tensor).to(images.device)
