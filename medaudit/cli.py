@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from medaudit import __version__
-from medaudit.commands import attack, confounders, evaluate, gate, intrinsic, run, shift
+from medaudit.commands import attack, confounders, evaluate, gate, intrinsic, merge, run, shift
 from medaudit.commands.common import Settings, configure, handle_errors
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ app.command("shift", rich_help_panel="Audits")(handle_errors(shift.shift_command
 app.command("confounders", rich_help_panel="Audits")(handle_errors(confounders.confounders_command))
 app.command("intrinsic", rich_help_panel="Audits")(handle_errors(intrinsic.intrinsic_command))
 app.command("run", rich_help_panel="Audits")(handle_errors(run.run_command))
+app.command("merge", rich_help_panel="Audits")(handle_errors(merge.merge_command))
 app.command("gate", rich_help_panel="Release")(handle_errors(gate.gate_command))
 app.command("compare", rich_help_panel="Release")(handle_errors(gate.compare_command))
 app.command("init", rich_help_panel="Utilities")(handle_errors(run.init_command))

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[list[str], tuple[int, ...]]] = {
     "intrinsic-data": (["intrinsic", "--dataset", "breastmnist", "--rounds", "2"], (0,)),
     "intrinsic-model": (["intrinsic", MODEL, "--limit", "200", "--rounds", "2", "--no-lipschitz"], (0,)),
     "info": (["info", MODEL], (0,)),
+    "eval-shard": (["eval", MODEL, "--limit", "64", "--batch-size", "16", "--shard", "1/2"], (0,)),
     "confounders": (
         ["confounders", MODEL, "--limit", "32", "--artifacts", "tag,lowpass", "--strengths", "1"],
         (0,),
@@ -41,6 +42,7 @@ EXPECTED_COMMAND = {
     "intrinsic-data": "intrinsic",
     "intrinsic-model": "intrinsic",
     "gate-failed": "gate",
+    "eval-shard": "eval",
 }
 
 
@@ -115,6 +117,11 @@ def test_documents_cover_the_optional_shapes(documents: dict[str, Any]) -> None:
     assert documents["gate"]["results"]["passed"] is True
     assert documents["gate-failed"]["results"]["failed"] == 2
     assert any(row["passed"] is None for row in documents["compare"]["results"]["rows"])
+    assert documents["eval-shard"]["shard"]["start"] == 32 and "shard" not in documents["eval"]
+
+
+def test_a_shard_without_its_state_is_rejected(documents: dict[str, Any], validator: Any) -> None:
+    assert any("state" in e for e in _errors(validator, _edit(documents["eval-shard"], ("shard", "state"))))
 
 
 def _errors(validator: Any, doc: dict[str, Any]) -> list[str]:

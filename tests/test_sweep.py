@@ -20,7 +20,7 @@ from torch import nn
 import medaudit.attacks  # noqa: F401  (registers the attacks)
 from medaudit.attacks import AttackConfig, attacks, run_attacks
 from medaudit.attacks.base import is_correct
-from medaudit.attacks.checks import _budget, run_checks
+from medaudit.attacks.checks import AuditedSweep, _budget, run_checks
 from medaudit.attacks.margin import MarginConfig, minimal_perturbation
 from medaudit.attacks.sweep import CLEAN_WRONG, NOT_BROKEN
 from medaudit.data import AuditData
@@ -385,6 +385,10 @@ def test_l2_sweep_budget(trained) -> None:
 # ---- honesty checks ----
 
 
+def checks_of(model, data, result) -> list[dict]:
+    return AuditedSweep(result, run_checks(model, data, result)).check_records()
+
+
 def by_name(checks: list[dict]) -> dict[str, dict]:
     return {c["check"]: c for c in checks}
 
@@ -395,7 +399,7 @@ def test_checks_pass_on_a_healthy_model() -> None:
     eps = separated_eps(margins, 3)
     config = AttackConfig(attacks=("pgd",), eps=eps, params={"pgd": {"steps": 50}})
     result = run_attacks(model, data, config)
-    checks = by_name(run_checks(model, data, result))
+    checks = by_name(checks_of(model, data, result))
     for name in (
         "monotone in eps",
         "perturbation within eps",
@@ -415,7 +419,7 @@ def test_checks_flag_gradient_masking() -> None:
     model = wrap(masked, data)
     config = AttackConfig(attacks=("pgd",), eps=(2 / 255, 8 / 255))
     result = run_attacks(model, data, config)
-    checks = by_name(run_checks(model, data, result))
+    checks = by_name(checks_of(model, data, result))
     gradients = checks["gradients non-zero and finite"]
     assert not gradients["passed"]
     assert "100%" in gradients["detail"]
@@ -431,9 +435,9 @@ def test_black_box_gap_check_only_when_square_runs_last() -> None:
     eps = (float(np.median(analytic_margins(network, z, "linf"))),)
     params = {"square": {"queries": 50}, "pgd": {"steps": 50}}
     first = run_attacks(model, data, AttackConfig(attacks=("square", "pgd"), eps=eps, params=params))
-    assert "black-box does not beat white-box" not in by_name(run_checks(model, data, first))
+    assert "black-box does not beat white-box" not in by_name(checks_of(model, data, first))
     last = run_attacks(model, data, AttackConfig(attacks=("pgd", "square"), eps=eps, params=params))
-    gap = by_name(run_checks(model, data, last))["black-box does not beat white-box"]
+    gap = by_name(checks_of(model, data, last))["black-box does not beat white-box"]
     assert gap["passed"], gap
 
 
@@ -449,7 +453,7 @@ def test_budget_check_can_fail(trained, sweep) -> None:
 def test_monotone_check_reruns_independently(trained, sweep) -> None:
     """The independent re-run reports one robust count per eps, non-increasing on a healthy model."""
     model, data = trained
-    record = by_name(run_checks(model, data, sweep))["monotone in eps"]
+    record = by_name(checks_of(model, data, sweep))["monotone in eps"]
     counts = [int(c) for c in record["detail"].split("[")[1].split("]")[0].split(",")]
     assert len(counts) == len(sweep.config.eps)
     assert record["passed"] and counts[-1] <= counts[0]

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -68,6 +69,13 @@ class Attack:
 
 
 attacks: Registry[type[Attack]] = Registry("attack")
+
+
+def seeded_generator(seed: int, *key: int) -> torch.Generator:
+    """A generator for one unit of work (e.g. batch start x eps x attack, by global index), so
+    random starts do not depend on what ran before: a shard draws what the single run draws."""
+    state = np.random.SeedSequence([seed, *key]).generate_state(1, np.uint64)[0]
+    return torch.Generator(device="cpu").manual_seed(int(state))
 
 
 def best_of_restarts(

@@ -1,19 +1,28 @@
 """Honesty checks on a finished sweep (Carlini et al. 2019, AutoAttack's flags).
 
-Each check returns a record ``{"check", "passed", "detail"}``; a failed check
-becomes a loud report warning naming the likely cause. Checks cost a few extra
-attack runs on a small subset, never a second sweep.
+Each check re-attacks a few drawn samples independently of the sweep and keeps
+per-sample outcomes (``CheckSamples``); the verdicts ``{"check", "passed",
+"detail"}`` are counted from those in ``AuditedSweep.to_dict``, so a sharded
+audit merges to the same verdicts. A failed check becomes a loud report warning
+naming the likely cause. Checks cost a few extra attack runs on about
+``CHECK_SAMPLES`` images, never a second sweep.
+
+Samples are drawn per batch (a quota proportional to the batch's share of the
+whole set, in a per-batch seeded order), and each batch's re-attacks are seeded
+by its global start, like the sweep.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from medaudit.attacks.base import is_correct, loss_and_grad
-from medaudit.attacks.sweep import CLEAN_WRONG, AttackConfig, AttackResult
+from medaudit.attacks.base import is_correct, loss_and_grad, seeded_generator
+from medaudit.attacks.sweep import CLEAN_WRONG, AttackResult
 from medaudit.data import AuditData
 from medaudit.models import AuditModel
 
@@ -21,64 +30,174 @@ CHECK_SAMPLES = 64
 UNBOUNDED_EPS = {"linf": 0.5, "l2": 1e3}
 UNBOUNDED_MAX_ACCURACY = 0.05
 MORE_STEPS_MAX_EXTRA = 0.02  # tolerated extra break rate when doubling steps and restarts
-BLACK_BOX_MAX_EXTRA = 0.02
-MONOTONE_SLACK = 0.03  # tolerated rise (share of the subset) between independent runs  # tolerated share of clean-correct samples broken only by square
+BLACK_BOX_MAX_EXTRA = 0.02  # tolerated share of clean-correct samples broken only by square
+MONOTONE_SLACK = 0.03  # tolerated rise (share of the subset) between independent runs
+NOT_DRAWN = -1
+CHECKS_KEY = 50_000  # seeds of the checks' draws, apart from the sweep's (batch, eps, attack) keys
+
+
+@dataclass(frozen=True)
+class CheckSamples:
+    """Per-sample outcomes of the re-attacks, 1/0, or NOT_DRAWN for samples not drawn."""
+
+    monotone: np.ndarray  # int8 (n, eps): robust under an independent run of the first attack
+    unbounded: np.ndarray  # int8 (n,): still correct at the unbounded eps
+    zero_gradient: np.ndarray  # int8 (n,): all-zero input gradient
+    finite_gradient: np.ndarray  # int8 (n,): finite input gradient
+    more_effort: np.ndarray  # int8 (n,): broken at the largest eps by doubled steps/restarts
 
 
 def _record(check: str, passed: bool, detail: str) -> dict[str, Any]:
     return {"check": check, "passed": bool(passed), "detail": detail}
 
 
-def _subset(indices: np.ndarray, seed: int) -> np.ndarray:
-    if len(indices) <= CHECK_SAMPLES:
-        return indices
-    return np.sort(np.random.default_rng(seed).choice(indices, CHECK_SAMPLES, replace=False))
+def _draw(eligible: np.ndarray, order: np.ndarray, quota: int) -> np.ndarray:
+    """The first ``quota`` eligible rows of a batch in its seeded order, sorted."""
+    return np.sort(order[eligible[order]][:quota])
 
 
-def run_checks(model: AuditModel, data: AuditData, result: AttackResult) -> list[dict[str, Any]]:
+def run_checks(model: AuditModel, data: AuditData, result: AttackResult) -> CheckSamples:
+    """Re-attack about CHECK_SAMPLES clean-correct (and still-robust) samples, batch by batch."""
     config = result.config
-    checks = [_budget(result)]
-    correct = np.flatnonzero(result.clean_correct)
-    if len(correct) == 0 or max(config.eps) == 0:
-        return checks
-    generator = torch.Generator().manual_seed(config.seed + 1)
-    primary = config.attacks[0]
-    sample = _subset(correct, config.seed)
-    x, y = data.float_at(sample).to(model.device), data.labels[sample].to(model.device)
-    checks.insert(0, _monotone(model, x, y, config, primary, generator))
-    if model.has_gradients:
-        checks.append(_gradients(model, x, y))
-    checks.append(_unbounded(model, x, y, config, primary, generator))
-    robust_now = np.flatnonzero(next(o for o in result.outcomes if o.eps == max(config.eps)).robust)
-    if len(robust_now):
-        checks.append(_more_effort(model, data, result, primary, _subset(robust_now, config.seed), generator))
-    # meaningful only when square runs last: then a sample it broke survived every white-box attack
-    if len(config.attacks) > 1 and config.attacks[-1] == "square":
-        checks.append(_black_box_gap(result))
-    return checks
+    n, eps_max = data.n, max(config.eps)
+    out = CheckSamples(
+        monotone=np.full((n, len(config.eps)), NOT_DRAWN, dtype=np.int8),
+        unbounded=np.full(n, NOT_DRAWN, dtype=np.int8),
+        zero_gradient=np.full(n, NOT_DRAWN, dtype=np.int8),
+        finite_gradient=np.full(n, NOT_DRAWN, dtype=np.int8),
+        more_effort=np.full(n, NOT_DRAWN, dtype=np.int8),
+    )
+    if eps_max == 0:
+        return out
+    primary = config.build(config.attacks[0])
+    stronger = _doubled(config, config.attacks[0])
+    robust_now = next(o for o in result.outcomes if o.eps == eps_max).robust
+    task, device = model.task, model.device
+    for start in range(0, n, config.batch_size):
+        stop = min(start + config.batch_size, n)
+        block = data.offset + start
+        key = (config.seed, block, CHECKS_KEY)
+        order = np.random.default_rng(key).permutation(stop - start)
+        quota = math.ceil(CHECK_SAMPLES * (stop - start) / data.population)
+        rows = start + _draw(result.clean_correct[start:stop], order, quota)
+        if len(rows):
+            x, y = data.float_at(rows).to(device), data.labels[rows].to(device)
+            for i, eps in enumerate(config.eps):
+                x_adv = primary(
+                    model, x, y, eps=eps, norm=config.norm, generator=seeded_generator(*key, 0, i)
+                )
+                out.monotone[rows, i] = is_correct(model.predict(x_adv).float().cpu(), y.cpu(), task).numpy()
+            if model.has_gradients:
+                _, _, grad = loss_and_grad(model, x, y, "ce")
+                out.zero_gradient[rows] = (grad.flatten(1).abs().amax(dim=1) == 0).cpu().numpy()
+                out.finite_gradient[rows] = torch.isfinite(grad.flatten(1)).all(dim=1).cpu().numpy()
+            big = UNBOUNDED_EPS[config.norm]
+            x_adv = primary(model, x, y, eps=big, norm=config.norm, generator=seeded_generator(*key, 1))
+            out.unbounded[rows] = is_correct(model.predict(x_adv).float().cpu(), y.cpu(), task).numpy()
+        rows = start + _draw(robust_now[start:stop], order, quota)
+        if len(rows):
+            x, y = data.float_at(rows).to(device), data.labels[rows].to(device)
+            x_adv = stronger(model, x, y, eps=eps_max, norm=config.norm, generator=seeded_generator(*key, 2))
+            out.more_effort[rows] = ~is_correct(model.predict(x_adv).float().cpu(), y.cpu(), task).numpy()
+    return out
 
 
-def _monotone(
-    model: AuditModel,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    config: AttackConfig,
-    primary: str,
-    generator: torch.Generator,
-) -> dict[str, Any]:
-    """The sweep is monotone by construction (results carry over to larger eps), so this
+def _doubled(config: Any, name: str) -> Any:
+    """The attack with doubled steps, restarts and queries."""
+    attack = config.build(name)
+    params = dict(config.params.get(name, {}))
+    for key in ("steps", "restarts", "queries"):
+        if hasattr(attack, key):
+            params[key] = 2 * getattr(attack, key)
+    return type(attack)(**params)
+
+
+@dataclass(frozen=True)
+class AuditedSweep:
+    """A sweep, its checks and the planner's notes: what ``medaudit attack`` reports."""
+
+    result: AttackResult
+    checks: CheckSamples
+    plan_notes: tuple[str, ...] = ()
+
+    def check_records(self) -> list[dict[str, Any]]:
+        result, samples = self.result, self.checks
+        config = result.config
+        primary = config.attacks[0]
+        records = [_budget(result)]
+        drawn = samples.unbounded != NOT_DRAWN
+        if drawn.any():
+            records.insert(0, _monotone(samples.monotone[drawn], config.eps, primary))
+            if (samples.zero_gradient[drawn] != NOT_DRAWN).all():
+                records.append(_gradients(samples.zero_gradient[drawn], samples.finite_gradient[drawn]))
+            records.append(_unbounded(samples.unbounded[drawn], config.norm, primary))
+        more = samples.more_effort[samples.more_effort != NOT_DRAWN]
+        if len(more):
+            records.append(_more_effort(more, primary, max(config.eps)))
+        # meaningful only when square runs last: then a sample it broke survived every white-box attack
+        if len(config.attacks) > 1 and config.attacks[-1] == "square":
+            records.append(_black_box_gap(result))
+        return records
+
+    def to_dict(self) -> dict[str, Any]:
+        results = {**self.result.to_dict(), "checks": self.check_records()}
+        results["notes"] = [*self.plan_notes, *results["notes"]]
+        return results
+
+    def warnings(self) -> list[str]:
+        return [
+            f"honesty check failed: {c['check']}: {c['detail']}"
+            for c in self.check_records()
+            if not c["passed"]
+        ]
+
+
+def _monotone(robust: np.ndarray, eps: tuple[float, ...], primary: str) -> dict[str, Any]:
+    """The sweep is monotone by construction (results carry over to larger eps), so the check
     re-attacks a subset independently at every eps: a rise means the attack is unreliable."""
-    attack = config.build(primary)
-    curve = []
-    for eps in config.eps:
-        x_adv = attack(model, x, y, eps=eps, norm=config.norm, generator=generator)
-        curve.append(int(is_correct(model.predict(x_adv).float().cpu(), y.cpu(), model.task).sum()))
-    slack = max(1, MONOTONE_SLACK * len(x))
-    rises = [config.eps[i] for i in range(1, len(curve)) if curve[i] > curve[i - 1] + slack]
-    detail = f"independent {primary} runs on {len(x)} samples: robust counts {curve} over eps"
+    curve = [int(c) for c in robust.sum(axis=0)]
+    slack = max(1, MONOTONE_SLACK * len(robust))
+    rises = [eps[i] for i in range(1, len(curve)) if curve[i] > curve[i - 1] + slack]
+    detail = f"independent {primary} runs on {len(robust)} samples: robust counts {curve} over eps"
     if rises:
         detail += f"; rises at eps {', '.join(f'{e:.4g}' for e in rises)}: the attack is unreliable (gradient masking or too few steps)"
     return _record("monotone in eps", not rises, detail)
+
+
+def _gradients(zero: np.ndarray, finite: np.ndarray) -> dict[str, Any]:
+    all_finite = bool(finite.all())
+    share = float(zero.mean())
+    passed = all_finite and share <= 0.1
+    detail = f"{share:.0%} of samples have an all-zero input gradient" + (
+        "" if all_finite else "; non-finite gradients"
+    )
+    if not passed:
+        detail += (
+            " (gradient masking, a non-differentiable step in the model, or probabilities instead of logits)"
+        )
+    return _record("gradients non-zero and finite", passed, detail)
+
+
+def _unbounded(correct: np.ndarray, norm: str, primary: str) -> dict[str, Any]:
+    eps = UNBOUNDED_EPS[norm]
+    accuracy = float(correct.mean())
+    passed = accuracy <= UNBOUNDED_MAX_ACCURACY
+    detail = f"{primary} at eps {eps} ({norm}) leaves accuracy {accuracy:.3f} on {len(correct)} samples"
+    if not passed:
+        detail += (
+            ": an unbounded attack should reach ~0; suspect gradient masking or a non-differentiable step"
+        )
+    return _record("unbounded budget breaks the model", passed, detail)
+
+
+def _more_effort(broken: np.ndarray, primary: str, eps: float) -> dict[str, Any]:
+    """Samples still robust at the largest eps, re-attacked with doubled steps and restarts."""
+    share = float(broken.mean())
+    passed = share <= MORE_STEPS_MAX_EXTRA
+    detail = f"doubling steps/restarts of {primary} broke {share:.1%} of {len(broken)} samples still robust at eps {eps:.4g}"
+    if not passed:
+        detail += ": the attack has not converged, so robust accuracy is overstated; raise --steps/--restarts"
+    return _record("more effort does not lower robust accuracy", passed, detail)
 
 
 def _budget(result: AttackResult) -> dict[str, Any]:
@@ -91,68 +210,6 @@ def _budget(result: AttackResult) -> dict[str, Any]:
         worst <= 1e-5,
         "every perturbation is within its eps" if worst <= 1e-5 else f"exceeded eps by {worst:.2e}",
     )
-
-
-def _gradients(model: AuditModel, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    _, _, grad = loss_and_grad(model, x, y, "ce")
-    finite = bool(torch.isfinite(grad).all())
-    zero = float((grad.flatten(1).abs().amax(dim=1) == 0).float().mean())
-    passed = finite and zero <= 0.1
-    detail = f"{zero:.0%} of samples have an all-zero input gradient" + (
-        "" if finite else "; non-finite gradients"
-    )
-    if not passed:
-        detail += (
-            " (gradient masking, a non-differentiable step in the model, or probabilities instead of logits)"
-        )
-    return _record("gradients non-zero and finite", passed, detail)
-
-
-def _unbounded(
-    model: AuditModel,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    config: AttackConfig,
-    primary: str,
-    generator: torch.Generator,
-) -> dict[str, Any]:
-    eps = UNBOUNDED_EPS[config.norm]
-    x_adv = config.build(primary)(model, x, y, eps=eps, norm=config.norm, generator=generator)
-    accuracy = float(is_correct(model.predict(x_adv).float().cpu(), y.cpu(), model.task).float().mean())
-    passed = accuracy <= UNBOUNDED_MAX_ACCURACY
-    detail = f"{primary} at eps {eps} ({config.norm}) leaves accuracy {accuracy:.3f} on {len(x)} samples"
-    if not passed:
-        detail += (
-            ": an unbounded attack should reach ~0; suspect gradient masking or a non-differentiable step"
-        )
-    return _record("unbounded budget breaks the model", passed, detail)
-
-
-def _more_effort(
-    model: AuditModel,
-    data: AuditData,
-    result: AttackResult,
-    primary: str,
-    sample: np.ndarray,
-    generator: torch.Generator,
-) -> dict[str, Any]:
-    """Re-attack samples still robust at the largest eps with doubled steps and restarts."""
-    config = result.config
-    params = dict(config.params.get(primary, {}))
-    attack = config.build(primary)
-    for key in ("steps", "restarts", "queries"):
-        if hasattr(attack, key):
-            params[key] = 2 * getattr(attack, key)
-    stronger = type(attack)(**params)
-    eps = max(config.eps)
-    x, y = data.float_at(sample).to(model.device), data.labels[sample].to(model.device)
-    x_adv = stronger(model, x, y, eps=eps, norm=config.norm, generator=generator)
-    broken = float((~is_correct(model.predict(x_adv).float().cpu(), y.cpu(), model.task)).float().mean())
-    passed = broken <= MORE_STEPS_MAX_EXTRA
-    detail = f"doubling steps/restarts of {primary} broke {broken:.1%} of {len(sample)} samples still robust at eps {eps:.4g}"
-    if not passed:
-        detail += ": the attack has not converged, so robust accuracy is overstated; raise --steps/--restarts"
-    return _record("more effort does not lower robust accuracy", passed, detail)
 
 
 def _black_box_gap(result: AttackResult) -> dict[str, Any]:

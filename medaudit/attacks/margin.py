@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.attacks.base import attacks, is_correct
+from medaudit.attacks.base import attacks, is_correct, seeded_generator
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
@@ -143,7 +143,6 @@ def minimal_perturbation(
 ) -> MarginResult:
     """Per-sample minimal eps by bisection (see module docstring)."""
     attack = attacks.get(config.attack)(steps=config.steps, restarts=config.restarts)
-    generator = torch.Generator().manual_seed(config.seed)
     margins = np.full(data.n, np.nan)
     clean_correct = np.zeros(data.n, dtype=bool)
     for start, x, y in data.batches(config.batch_size):
@@ -152,6 +151,7 @@ def minimal_perturbation(
         clean_correct[start : start + len(x)] = correct
         rows = np.flatnonzero(correct)
         if len(rows):
+            generator = seeded_generator(config.seed, data.offset + start)  # as the sweep: by global index
             found = _bisect(model, attack, x[rows], y[rows], config, generator)
             margins[start + rows] = found.cpu().numpy()
         if progress:

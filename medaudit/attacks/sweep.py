@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.attacks.base import NORMS, Attack, attacks, is_correct
+from medaudit.attacks.base import NORMS, Attack, attacks, is_correct, seeded_generator
 from medaudit.attacks.pgd import max_loss_pgd
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
@@ -181,28 +181,19 @@ def _norms(delta: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 AUC_PUSH_STEPS = 10
 
 
-def _auc_logits(
+def _push(
     model: AuditModel,
-    data: AuditData,
-    broken_by: np.ndarray,
-    adv_logits: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
     eps: float,
     config: AttackConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Scores for AUC under attack: every misclassified sample (clean-wrong or broken, whose
-    first misclassifying point sits just past the boundary) is pushed further from its
-    class by max-loss PGD; robust samples keep their attacks' final points."""
-    logits = adv_logits.clone()
-    wrong = np.flatnonzero(broken_by != NOT_BROKEN)
-    for start in range(0, len(wrong), config.batch_size):
-        rows = wrong[start : start + config.batch_size]
-        x, y = data.float_at(rows).to(model.device), data.labels[rows].to(model.device)
-        x_adv = max_loss_pgd(
-            model, x, y, eps=eps, norm=config.norm, steps=AUC_PUSH_STEPS, generator=generator
-        )
-        logits[rows] = model.predict(x_adv).float().cpu()
-    return logits
+    """Scores for AUC under attack of misclassified samples (clean-wrong or broken, whose first
+    misclassifying point sits just past the boundary): pushed further from their class by
+    max-loss PGD. Robust samples keep their attacks' final points."""
+    x_adv = max_loss_pgd(model, x, y, eps=eps, norm=config.norm, steps=AUC_PUSH_STEPS, generator=generator)
+    return model.predict(x_adv).float().cpu()
 
 
 def run_attacks(
@@ -228,7 +219,6 @@ def run_attacks(
         and attack.effective_loss(len(model.class_names), task) != attack.loss
     ]
     device = model.device
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
     if not model.has_gradients:
         notes.append("AUC under attack is not reported: pushing misclassified samples needs gradients")
     clean = predict_logits(model, data, config.batch_size)
@@ -236,13 +226,16 @@ def run_attacks(
     previous = np.where(clean_correct, NOT_BROKEN, CLEAN_WRONG).astype(np.int8)
     outcomes = []
     adversarial: dict[float, torch.Tensor] = {}
-    for eps in config.eps:
+    for eps_index, eps in enumerate(config.eps):
         broken_by = previous.copy()
         adv_logits = clean.clone()
+        pushed: dict[int, torch.Tensor] = {}
         linf = np.zeros(data.n)
         l2 = np.zeros(data.n)
         adv_images = data.float_images(0, data.n) if keep_adversarial else None
         for start, x, y in data.batches(config.batch_size):
+            # every random draw is keyed by (global batch start, eps, attack): see seeded_generator
+            block = data.offset + start
             # samples broken at a smaller eps keep that (valid, smaller) perturbation's verdict
             live = np.flatnonzero(broken_by[start : start + len(x)] == NOT_BROKEN)
             if eps > 0:
@@ -250,6 +243,7 @@ def run_attacks(
                     if len(live) == 0:
                         break
                     xs, ys = x[live].to(device), y[live].to(device)
+                    generator = seeded_generator(config.seed, block, eps_index, index)
                     x_adv = attack(model, xs, ys, eps=eps, norm=config.norm, generator=generator)
                     logits = model.predict(x_adv).float().cpu()
                     fooled = ~is_correct(logits, ys.cpu(), task).numpy()
@@ -264,6 +258,11 @@ def run_attacks(
                         progress(len(x))
             elif progress:
                 progress(len(x) * len(built))
+            wrong = np.flatnonzero(broken_by[start : start + len(x)] != NOT_BROKEN)
+            if model.has_gradients and len(wrong):
+                generator = seeded_generator(config.seed, block, eps_index, len(built))
+                logits = _push(model, x[wrong].to(device), y[wrong].to(device), eps, config, generator)
+                pushed.update(zip((start + wrong).tolist(), logits, strict=True))
         # samples broken at an earlier eps: their earlier adversarial logits still hold
         earlier = previous >= 0
         if outcomes and earlier.any():
@@ -273,7 +272,9 @@ def run_attacks(
                 adv_images[earlier] = adversarial[outcomes[-1].eps][earlier]
         auc_logits = None
         if model.has_gradients:
-            auc_logits = _auc_logits(model, data, broken_by, adv_logits, eps, config, generator)
+            auc_logits = adv_logits.clone()
+            for row, logits in pushed.items():
+                auc_logits[row] = logits
         outcome = EpsOutcome(eps, broken_by, adv_logits, auc_logits, linf, l2)
         outcomes.append(outcome)
         if adv_images is not None:

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from medaudit.attacks import run_attacks
-from medaudit.attacks.checks import run_checks
-from medaudit.attacks.margin import MarginConfig, minimal_perturbation
+from medaudit.attacks.checks import AuditedSweep, run_checks
+from medaudit.attacks.margin import MarginConfig, MarginResult, minimal_perturbation
 from medaudit.attacks.plan import build_config, parse_eps
 from medaudit.commands.common import (
     ArchOpt,
@@ -29,6 +29,7 @@ from medaudit.commands.common import (
     ModelArg,
     Prepared,
     SeedOpt,
+    ShardOpt,
     SizeOpt,
     Split,
     SplitOpt,
@@ -41,10 +42,11 @@ from medaudit.commands.common import (
     prepare,
     print_warnings,
     progress_bar,
+    refuse_with_shard,
     stderr_console,
 )
 from medaudit.errors import ConfigError
-from medaudit.report import artifacts, schema, tables
+from medaudit.report import artifacts, tables
 
 PANEL = "Attack"
 DEFAULT_EPS = "0.5/255,1/255,2/255,4/255,8/255"
@@ -147,6 +149,7 @@ def attack_command(
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = 256,
+    shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Adversarial robustness: worst case per sample over attacks and restarts, plus honesty checks."""
@@ -156,31 +159,32 @@ def attack_command(
     inputs = [p for p in (model, data, model.with_suffix(".json")) if p is not None]
     check_output_target(save_adv, inputs, "--save-adv")
     check_output_target(save_grid, inputs, "--save-grid")
+    refuse_with_shard(shard, save_adv=save_adv, save_grid=save_grid)
     run = prepare(
         model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
         download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+        shard=shard, block=batch_size,
     )  # fmt: skip
     if margin:
-        command, config, results, warnings = _margin(
+        command, config, state, warnings = _margin(
             run, eps, norm, attack, steps, restarts, tolerance, batch_size, seed
         )
     else:
-        command, config, results, warnings = sweep_section(
+        command, config, state, warnings = sweep_section(
             run, eps, norm, attack, batch_size, seed, save_adv, save_grid,
             steps=steps, step_size=step_size, restarts=restarts, queries=queries,
         )  # fmt: skip
     print_warnings(console, warnings)
-    doc = schema.document(
+    doc = run.document(
         command,
         {**run.config, **config, "batch_size": batch_size},
-        results,
-        model=run.model.describe(),
-        data={**run.data.identity, "n": run.data.n},
+        state.to_dict(),
         seed=seed,
         wall_time_s=timer.elapsed,
         warnings=warnings,
     )
+    run.attach_state(doc, {command: state})
     emit(console, json, doc)
 
 
@@ -194,7 +198,7 @@ def sweep_section(
     save_adv: Path | None,
     save_grid: Path | None,
     **effort: Any,
-) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
+) -> tuple[str, dict[str, Any], AuditedSweep, list[str]]:
     """Run the sweep and its honesty checks, print the tables, save the artifacts (also used by ``run``)."""
     console = stderr_console()
     config, notes = build_config(attack, run.model, eps, norm.value, batch_size, seed, **effort)
@@ -202,12 +206,10 @@ def sweep_section(
     with progress_bar(console, "attacking", run.data.n * len(config.eps) * len(config.attacks)) as advance:
         result = run_attacks(run.model, run.data, config, advance, keep_adversarial=keep)
     with progress_bar(console, "honesty checks", 1):
-        checks = run_checks(run.model, run.data, result)
-    results = {**result.to_dict(), "checks": checks}
-    results["notes"] = notes + results["notes"]
-    warnings = run.warnings + [
-        f"honesty check failed: {c['check']}: {c['detail']}" for c in checks if not c["passed"]
-    ]
+        audited = AuditedSweep(result, run_checks(run.model, run.data, result), tuple(notes))
+    results = audited.to_dict()
+    checks = results["checks"]
+    warnings = run.warnings + audited.warnings()
     for table in tables.attack_tables(results, checks, f"Robustness: {run.data.describe()}, {norm.value}"):
         console.print(table)
     for line in results["notes"]:
@@ -228,7 +230,7 @@ def sweep_section(
         "norm": config.norm,
         "params": config.params,
     }
-    return "attack", config_record, results, warnings
+    return "attack", config_record, audited, warnings
 
 
 def _margin(
@@ -241,7 +243,7 @@ def _margin(
     tolerance: float,
     batch_size: int,
     seed: int,
-) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
+) -> tuple[str, dict[str, Any], MarginResult, list[str]]:
     console = stderr_console()
     if not run.model.has_gradients:
         raise ConfigError("--margin needs gradients and this model is black-box only")
@@ -260,4 +262,4 @@ def _margin(
             k: getattr(config, k) for k in ("attack", "norm", "eps_max", "tolerance", "steps", "restarts")
         }
     }
-    return "attack-margin", config_record, results, run.warnings
+    return "attack-margin", config_record, result, run.warnings

@@ -26,6 +26,7 @@ from medaudit.data import AuditData, DataSpec, load_data
 from medaudit.errors import ConfigError, MedauditError
 from medaudit.models import AuditModel, InputSpec, LoadOptions, bind_model, load_model
 from medaudit.report import schema
+from medaudit.sharding import Shard, encode
 from medaudit.task import Task
 
 MODEL_PANEL = "Model"
@@ -158,6 +159,14 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="Where torch runs.",
 BatchOpt = Annotated[
     int, typer.Option("--batch-size", min=1, help="Images per forward pass.", rich_help_panel=RUN_PANEL)
 ]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Audit only shard i of n (i/n, i from 0): contiguous batches of the data. `medaudit merge` joins the parts' JSON into the single-process report.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 JsonOpt = Annotated[
     str | None,
     typer.Option(
@@ -265,6 +274,16 @@ def data_spec(
     )
 
 
+def refuse_with_shard(shard: str | None, **outputs: Any) -> None:
+    """Pictures and files of the whole audit cannot come from one shard: fail before any work."""
+    given = [f"--{name.replace('_', '-')}" for name, value in outputs.items() if value]
+    if shard is not None and given:
+        raise ConfigError(
+            f"{', '.join(given)} cannot be combined with --shard: a shard holds part of the images; "
+            "run without --shard for these files"
+        )
+
+
 def check_output_target(target: str | Path | None, protected: list[Path], option: str = "--json") -> None:
     """Fail before any work if an output cannot be written or would replace an input file."""
     if target is None or str(target) == "-":
@@ -289,6 +308,19 @@ class Prepared:
     data: AuditData
     warnings: list[str]
     config: dict[str, Any]
+    shard: dict[str, int] | None = None
+    """Which part of the data this run audits (``--shard``), None for all of it."""
+
+    def document(self, command: str, config: dict[str, Any], results: dict[str, Any], **fields: Any) -> dict:
+        """The command's JSON document; the data identity is the audited images'."""
+        data = {**self.data.identity, "n": self.data.n}
+        return schema.document(command, config, results, model=self.model.describe(), data=data, **fields)
+
+    def attach_state(self, doc: dict[str, Any], sections: dict[str, Any], **extra: Any) -> None:
+        """For a shard, the per-sample state ``medaudit merge`` needs (see ``medaudit.sharding``)."""
+        if self.shard is not None:
+            state = {"sections": sections, "warnings": self.warnings, **extra}
+            doc["shard"] = {**self.shard, "state": encode(state)}
 
 
 def prepare(
@@ -311,8 +343,12 @@ def prepare(
     limit: int | None,
     seed: int,
     json_target: str | None,
+    shard: str | None = None,
+    block: int = 1,
 ) -> Prepared:
-    """Everything an audit command does before auditing: check --json, load, bind."""
+    """Everything an audit command does before auditing: check --json, load, bind, and
+    cut out ``shard`` ('i/n') on multiples of ``block`` images (the batch size)."""
+    part = Shard.parse(shard)
     check_output_target(json_target, [p for p in (model, data) if p is not None])
     options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device)
     audit_model = load_model(model, options)
@@ -330,6 +366,11 @@ def prepare(
     )
     audit_data = load_data(spec)
     warnings_ = bind_model(audit_model, audit_data)
+    record = None
+    if part is not None:
+        start, stop = part.bounds(audit_data.n, block)
+        record = part.to_dict(start, stop, audit_data.n)
+        audit_data = audit_data.shard(start, stop, record)
     config = {
         "device": device.value,
         "load": {
@@ -339,7 +380,7 @@ def prepare(
         },
         "data": spec.to_dict(),
     }
-    return Prepared(audit_model, audit_data, warnings_, config)
+    return Prepared(audit_model, audit_data, warnings_, config, record)
 
 
 def print_warnings(console: Console, warnings_: list[str]) -> None:

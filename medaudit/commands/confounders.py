@@ -24,6 +24,7 @@ from medaudit.commands.common import (
     MeanOpt,
     Prepared,
     SeedOpt,
+    ShardOpt,
     SizeOpt,
     Split,
     SplitOpt,
@@ -38,6 +39,7 @@ from medaudit.commands.common import (
     prepare,
     print_warnings,
     progress_bar,
+    refuse_with_shard,
     stderr_console,
 )
 from medaudit.confounders.artifacts import CORNERS, apply_artifact, list_artifacts
@@ -209,6 +211,7 @@ def confounders_command(
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = 256,
+    shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Flip rate, probability push and reversed-correlation AUC under synthetic confounders (no training)."""
@@ -218,6 +221,7 @@ def confounders_command(
         return
     if model is None:
         raise ConfigError("give a model file (or --list for the artifacts)")
+    refuse_with_shard(shard, finetune=finetune, metadata=metadata, save_grid=save_grid)
     if finetune:
         if metadata is not None or save_grid is not None:
             raise ConfigError("--finetune cannot be combined with --metadata or --save-grid")
@@ -298,6 +302,7 @@ def confounders_command(
         model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
         download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+        shard=shard, block=batch_size,
     )  # fmt: skip
     positive = positive_index(run.data, positive_class)
     resolve_positive(run.data, positive)
@@ -306,20 +311,19 @@ def confounders_command(
         seed=seed, batch_size=batch_size, positive_class=positive,
     )  # fmt: skip
     print_warnings(console, run.warnings)
-    _, results = confounders_section(run, config)
+    result, results = confounders_section(run, config)
     if save_grid is not None:
         _grid(save_grid, run.data, config)
         console.print(f"artifact grid written to {save_grid}")
-    doc = schema.document(
+    doc = run.document(
         "confounders",
         {**run.config, **config.to_dict(), "mode": "probe"},
         results,
-        model=run.model.describe(),
-        data={**run.data.identity, "n": run.data.n},
         seed=seed,
         wall_time_s=timer.elapsed,
         warnings=run.warnings,
     )
+    run.attach_state(doc, {"confounders": result})
     emit(console, json, doc)
 
 

@@ -23,6 +23,7 @@ from medaudit.commands.common import (
     MeanOpt,
     ModelArg,
     SeedOpt,
+    ShardOpt,
     SizeOpt,
     Split,
     SplitOpt,
@@ -63,6 +64,7 @@ def eval_command(
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = 256,
+    shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Clean metrics: accuracy, balanced accuracy, AUC, per-class recall, confusion matrix."""
@@ -72,6 +74,7 @@ def eval_command(
         model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
         download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+        shard=shard, block=batch_size,
     )  # fmt: skip
     with progress_bar(console, "evaluating", run.data.n) as advance:
         result = evaluate(run.model, run.data, config, advance)
@@ -79,16 +82,15 @@ def eval_command(
     for table in tables.eval_tables(results, f"Clean metrics: {run.data.describe()}"):
         console.print(table)
     print_warnings(console, run.warnings)
-    doc = schema.document(
+    doc = run.document(
         "eval",
         {**run.config, "batch_size": batch_size},
         results,
-        model=run.model.describe(),
-        data={**run.data.identity, "n": run.data.n},
         seed=seed,
         wall_time_s=timer.elapsed,
         warnings=run.warnings,
     )
+    run.attach_state(doc, {"eval": result})
     emit(console, json, doc)
 
 

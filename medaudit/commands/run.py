@@ -7,12 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
+from medaudit.attacks.checks import AuditedSweep
 from medaudit.audit_config import EXAMPLE, AuditFile, as_csv, read_audit_file
 from medaudit.commands.attack import Norm, sweep_section
 from medaudit.commands.common import (
     Device,
     JsonOpt,
     Prepared,
+    ShardOpt,
     Split,
     Timer,
     check_output_target,
@@ -20,20 +22,24 @@ from medaudit.commands.common import (
     prepare,
     print_warnings,
     progress_bar,
+    refuse_with_shard,
     stderr_console,
 )
 from medaudit.commands.confounders import confounders_section, positive_index
 from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_document, gate_table, write_ci
 from medaudit.commands.shift import Modality, Mode, parse_severities, shift_config, shift_section
 from medaudit.confounders.artifacts import CORNERS
-from medaudit.confounders.probe import DEFAULT_ARTIFACTS, ProbeConfig
+from medaudit.confounders.probe import DEFAULT_ARTIFACTS, ProbeConfig, ProbeResult
 from medaudit.errors import ConfigError
-from medaudit.evaluate import EvalConfig, evaluate
+from medaudit.evaluate import EvalConfig, EvalResult, evaluate
 from medaudit.gate import load_policy
+from medaudit.gate.policy import read_toml
 from medaudit.intrinsic import DimensionConfig, IntrinsicConfig, run_intrinsic
+from medaudit.intrinsic.audit import IntrinsicResult
 from medaudit.intrinsic.smoothness import LipschitzConfig
-from medaudit.report import ci, schema, tables
+from medaudit.report import ci, tables
 from medaudit.report.html import write_html
+from medaudit.shift.benchmark import ShiftResult
 
 
 def _enum(kind: type, value: str | None, option: str) -> Any:
@@ -46,7 +52,7 @@ def _enum(kind: type, value: str | None, option: str) -> Any:
         raise ConfigError(f"{option} = '{value}': choose from {choices}") from None
 
 
-def _prepare(audit: AuditFile) -> Prepared:
+def _prepare(audit: AuditFile, shard: str | None) -> Prepared:
     m, d, r = audit.model, audit.data, audit.run
     return prepare(
         audit.resolve(m["path"]),  # type: ignore[arg-type]
@@ -67,22 +73,22 @@ def _prepare(audit: AuditFile) -> Prepared:
         limit=d.get("limit"),
         seed=d.get("seed", 0),
         json_target=None,  # checked with the other outputs by run_command
+        shard=shard,
+        block=audit.run.get("batch_size", 256),
     )
 
 
-def _eval(run: Prepared, options: dict[str, Any], batch_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def _eval(run: Prepared, options: dict[str, Any], batch_size: int) -> tuple[dict[str, Any], EvalResult]:
     console = stderr_console()
     with progress_bar(console, "evaluating", run.data.n) as advance:
-        results = evaluate(run.model, run.data, EvalConfig(batch_size=batch_size), advance).to_dict()
-    for table in tables.eval_tables(results, f"Clean metrics: {run.data.describe()}"):
+        result = evaluate(run.model, run.data, EvalConfig(batch_size=batch_size), advance)
+    for table in tables.eval_tables(result.to_dict(), f"Clean metrics: {run.data.describe()}"):
         console.print(table)
-    return {}, results
+    return {}, result
 
 
-def _attack(
-    run: Prepared, options: dict[str, Any], batch_size: int, seed: int
-) -> tuple[dict, dict, list[str]]:
-    _, config, results, warnings = sweep_section(
+def _attack(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, AuditedSweep]:
+    _, config, audited, _ = sweep_section(
         run,
         as_csv(options.get("eps")) or "0.5/255,1/255,2/255,4/255,8/255",
         _enum(Norm, options.get("norm", "linf"), "[attack] norm"),
@@ -96,10 +102,10 @@ def _attack(
         restarts=options.get("restarts"),
         queries=options.get("queries"),
     )
-    return config, results, [w for w in warnings if w not in run.warnings]
+    return config, audited
 
 
-def _shift(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, dict]:
+def _shift(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, ShiftResult]:
     modality = _enum(Modality, options.get("modality"), "[shift] modality")
     config = shift_config(
         run.data,
@@ -110,11 +116,13 @@ def _shift(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -
         seed,
         batch_size,
     )
-    _, results = shift_section(run, config)
-    return config.to_dict(), results
+    result, _ = shift_section(run, config)
+    return config.to_dict(), result
 
 
-def _confounders(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, dict]:
+def _confounders(
+    run: Prepared, options: dict[str, Any], batch_size: int, seed: int
+) -> tuple[dict, ProbeResult]:
     positive = options.get("positive_class")
     config = ProbeConfig(
         artifacts=tuple(_list(options.get("artifacts"), DEFAULT_ARTIFACTS)),
@@ -124,8 +132,8 @@ def _confounders(run: Prepared, options: dict[str, Any], batch_size: int, seed: 
         batch_size=batch_size,
         positive_class=positive_index(run.data, None if positive is None else str(positive)),
     )
-    _, results = confounders_section(run, config)
-    return config.to_dict(), results
+    result, _ = confounders_section(run, config)
+    return config.to_dict(), result
 
 
 def _list(value: str | float | list[Any] | None, default: tuple[Any, ...]) -> list[Any]:
@@ -134,7 +142,9 @@ def _list(value: str | float | list[Any] | None, default: tuple[Any, ...]) -> li
     return list(default) if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _intrinsic(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, dict]:
+def _intrinsic(
+    run: Prepared, options: dict[str, Any], batch_size: int, seed: int
+) -> tuple[dict, IntrinsicResult]:
     config = IntrinsicConfig(
         dimension=DimensionConfig(
             k=options.get("k", 20),
@@ -156,9 +166,8 @@ def _intrinsic(run: Prepared, options: dict[str, Any], batch_size: int, seed: in
     console = stderr_console()
     with console.status("intrinsic") as status:
         result = run_intrinsic(run.data, run.model, config, lambda stage: status.update(stage))
-    results = result.to_dict()
-    console.print(tables.intrinsic_table(results, f"Intrinsic properties: {run.data.describe()}"))
-    return config.to_dict(), results
+    console.print(tables.intrinsic_table(result.to_dict(), f"Intrinsic properties: {run.data.describe()}"))
+    return config.to_dict(), result
 
 
 def run_command(
@@ -176,6 +185,7 @@ def run_command(
     ] = None,
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
+    shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """The whole audit from one file: model and data loaded once, every audit in it, one report, the gate.
@@ -187,40 +197,49 @@ def run_command(
     model_path = audit.resolve(audit.model["path"])
     inputs = [p for p in (audit_file, model_path, audit.resolve(audit.data.get("data")), policy) if p]
     check_outputs({"--json": json, "--html": html, "--junit": junit, "--markdown": markdown}, inputs)
+    refuse_with_shard(shard, html=html, junit=junit, markdown=markdown)
+    if shard is not None and "intrinsic" in audit.audits:
+        raise ConfigError(
+            "the intrinsic audit needs every image at once (all pairs): "
+            "run it without --shard, from an audit file without [intrinsic]"
+        )
     gate_source = policy if policy is not None else audit.gate
     rules = (
         load_policy(gate_source) if gate_source is not None else None
     )  # typos fail now, not after the audit
-    run = _prepare(audit)
+    run = _prepare(audit, shard)
     print_warnings(console, run.warnings)
     batch_size = audit.run.get("batch_size", 256)
     seed = audit.data.get("seed", 0)
-    sections: dict[str, Any] = {}
+    states: dict[str, Any] = {}
     configs: dict[str, Any] = {}
-    warnings = list(run.warnings)
     for name, options in audit.audits.items():
         if name == "eval":
-            configs[name], sections[name] = _eval(run, options, batch_size)
+            configs[name], states[name] = _eval(run, options, batch_size)
         elif name == "attack":
-            configs[name], sections[name], extra = _attack(run, options, batch_size, seed)
-            warnings += extra
+            configs[name], states[name] = _attack(run, options, batch_size, seed)
         elif name == "shift":
-            configs[name], sections[name] = _shift(run, options, batch_size, seed)
+            configs[name], states[name] = _shift(run, options, batch_size, seed)
         elif name == "confounders":
-            configs[name], sections[name] = _confounders(run, options, batch_size, seed)
+            configs[name], states[name] = _confounders(run, options, batch_size, seed)
         else:
-            configs[name], sections[name] = _intrinsic(run, options, batch_size, seed)
+            configs[name], states[name] = _intrinsic(run, options, batch_size, seed)
+    sections, warnings = run_sections(states, run.warnings)
     console.print(tables.run_summary_table(sections, f"Audit summary: {run.data.describe()}"))
-    doc = schema.document(
+    doc = run.document(
         "run",
         {**run.config, "batch_size": batch_size, "audit_file": str(audit_file), "audits": configs},
         sections,
-        model=run.model.describe(),
-        data={**run.data.identity, "n": run.data.n},
         seed=seed,
         wall_time_s=timer.elapsed,
         warnings=warnings,
     )
+    if shard is not None:  # the gate judges the merged report (medaudit merge), not a part
+        doc["gate"] = None
+        table = read_toml(gate_source)["gate"] if isinstance(gate_source, Path) else gate_source
+        run.attach_state(doc, states, gate=table)
+        emit(console, json, doc)
+        return
     verdicts, code = gate_document(doc, rules) if rules is not None else ([], 0)
     doc["gate"] = [v.to_dict() for v in verdicts] if rules is not None else None
     if rules is not None:
@@ -232,6 +251,15 @@ def run_command(
     write_ci(junit, markdown, verdicts, f"medaudit run {audit_file.name}", ci.markdown_summary(doc, verdicts))
     if code:
         raise typer.Exit(code)
+
+
+def run_sections(states: dict[str, Any], base_warnings: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Each audit's JSON section from its result, and the report's warnings (also used by merge)."""
+    sections = {name: state.to_dict() for name, state in states.items()}
+    warnings = list(base_warnings)
+    for state in states.values():
+        warnings += state.warnings() if hasattr(state, "warnings") else []
+    return sections, warnings
 
 
 def _example_images(run: Prepared, sections: dict[str, Any], configs: dict[str, Any]) -> dict[str, bytes]:

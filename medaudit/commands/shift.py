@@ -25,6 +25,7 @@ from medaudit.commands.common import (
     MeanOpt,
     Prepared,
     SeedOpt,
+    ShardOpt,
     SizeOpt,
     Split,
     SplitOpt,
@@ -37,11 +38,12 @@ from medaudit.commands.common import (
     prepare,
     print_warnings,
     progress_bar,
+    refuse_with_shard,
     stderr_console,
 )
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
-from medaudit.report import schema, tables
+from medaudit.report import tables
 from medaudit.shift import catalogue
 from medaudit.shift.benchmark import ShiftConfig, ShiftResult, run_shift
 from medaudit.shift.corrupt import apply_uint8, default_mode
@@ -148,6 +150,7 @@ def shift_command(
     seed: SeedOpt = 0,
     device: DeviceOpt = Device.auto,
     batch_size: BatchOpt = 256,
+    shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Accuracy and balanced error under MedMNIST-C corruptions, per corruption and severity."""
@@ -162,10 +165,12 @@ def shift_command(
     inputs = [p for p in (model, data, model.with_suffix(".json")) if p is not None]
     check_output_target(save_grid, inputs, "--save-grid")
     check_output_target(save_heatmap, inputs, "--save-heatmap")
+    refuse_with_shard(shard, save_grid=save_grid, save_heatmap=save_heatmap)
     run = prepare(
         model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
         download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
+        shard=shard, block=batch_size,
     )  # fmt: skip
     config = shift_config(run.data, corruption_list, modality_name, severity_values, mode, seed, batch_size)
     print_warnings(console, run.warnings)
@@ -176,16 +181,15 @@ def shift_command(
     if save_heatmap is not None:
         _heatmap(save_heatmap, result, results, run.data)
         console.print(f"accuracy-drop heatmap written to {save_heatmap}")
-    doc = schema.document(
+    doc = run.document(
         "shift",
         {**run.config, **config.to_dict()},
         results,
-        model=run.model.describe(),
-        data={**run.data.identity, "n": run.data.n},
         seed=seed,
         wall_time_s=timer.elapsed,
         warnings=run.warnings,
     )
+    run.attach_state(doc, {"shift": result})
     emit(console, json, doc)
 
 

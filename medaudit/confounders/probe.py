@@ -289,7 +289,7 @@ def run_probe(
         clean_chunks.append(predict_checked(model, batch.float() / 255, start))
         for name, strength, position in cells:
             marked = apply_artifact(
-                batch, name, strength, config.seed, indices=range(start, stop),
+                batch, name, strength, config.seed, indices=range(data.offset + start, data.offset + stop),
                 **config.options_of(name, position),
             )  # fmt: skip
             cell_chunks[(name, strength, position)].append(

@@ -26,6 +26,12 @@ class AuditData:
     task: Task
     class_names: tuple[str, ...]
     identity: dict[str, Any] = field(default_factory=dict)
+    offset: int = 0
+    """Index of the first image in the whole audited set (non-zero for a shard): per-image
+    and per-batch random draws are seeded by global index, so a shard draws what the
+    single-process run draws for the same images."""
+    total: int | None = None
+    """Size of the whole audited set (None: this is the whole set)."""
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -38,6 +44,11 @@ class AuditData:
     @property
     def n(self) -> int:
         return len(self.images)
+
+    @property
+    def population(self) -> int:
+        """Images in the whole audited set this data belongs to."""
+        return self.n if self.total is None else self.total
 
     @property
     def channels(self) -> int:
@@ -88,6 +99,14 @@ class AuditData:
         idx = torch.as_tensor(indices, dtype=torch.long)
         identity = {**self.identity, **note, "n": len(idx)}
         return replace(self, images=self.images[idx], labels=self.labels[idx], identity=identity)
+
+    def shard(self, start: int, stop: int, note: dict[str, Any]) -> AuditData:
+        """Images ``start:stop`` as a shard that keeps its global indices."""
+        identity = {**self.identity, "shard": note}
+        return replace(
+            self, images=self.images[start:stop], labels=self.labels[start:stop], identity=identity,
+            offset=self.offset + start, total=self.population,
+        )  # fmt: skip
 
 
 def stratified_indices(labels: torch.Tensor, limit: int, seed: int) -> np.ndarray:

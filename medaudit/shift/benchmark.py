@@ -25,6 +25,7 @@ from medaudit.shift.baselines import baseline_for
 from medaudit.shift.catalogue import PARAMS, REFERENCE_SIZE, SEVERITIES, family_of
 from medaudit.shift.corrupt import apply_uint8, corruptions, param_source
 from medaudit.shift.scores import summary
+from medaudit.task import Task
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,13 @@ class ShiftResult:
     clean_logits: torch.Tensor
     cell_logits: dict[tuple[str, int], torch.Tensor]
     labels: torch.Tensor
-    model: AuditModel
+    task: Task
+    class_names: tuple[str, ...]
     baseline_note: str | None
     notes: list[str] = field(default_factory=list)
 
     def _metrics(self, logits: torch.Tensor) -> dict[str, Any]:
-        assert self.model.task is not None and self.model.class_names is not None
-        m = classification_metrics(logits, self.labels, self.model.task, self.model.class_names)
+        m = classification_metrics(logits, self.labels, self.task, self.class_names)
         return {
             "n": m["n"],
             "accuracy": m["accuracy"],
@@ -123,7 +124,7 @@ class ShiftResult:
         scores = summary(clean, by_corruption, baseline)
         per_corruption = scores.pop("per_corruption")
         return {
-            "task": self.model.task.value if self.model.task else None,
+            "task": self.task.value,
             "label": "MedMNIST-C" if baseline is not None else "MedMNIST-C-style",
             "clean": clean,
             "corruptions": records,
@@ -158,7 +159,7 @@ def run_shift(
         for name, severity in cells:
             corrupted = apply_uint8(
                 nhwc, name, severity, config.seed, source=config.params_from(name),
-                mode=config.mode, indices=range(start, stop),
+                mode=config.mode, indices=range(data.offset + start, data.offset + stop),
             )  # fmt: skip
             x = torch.from_numpy(np.ascontiguousarray(corrupted.transpose(0, 3, 1, 2))).float() / 255
             cell_chunks[(name, severity)].append(predict_checked(model, x, start))
@@ -174,7 +175,8 @@ def run_shift(
         clean_logits=torch.cat(clean_chunks),
         cell_logits={cell: torch.cat(chunks) for cell, chunks in cell_chunks.items()},
         labels=data.labels,
-        model=model,
+        task=model.task,
+        class_names=model.class_names,
         baseline_note=baseline_reason(config, data),
         notes=notes,
     )
