@@ -3,17 +3,21 @@
     MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/attack_speed.py [--quick]
 
 PneumoniaMNIST 28 px test split (624 images; --quick: a stratified 128 and one run) and the sample
-model ``sample_models/pneumoniamnist_rescnn.pt``. The same threat model for every tool: L-inf, eps
+model ``sample_models/pneumoniamnist_rescnn.pt``; then the four tools on MedMNIST's 28 px
+ResNet-18 (seeded random weights: the cost of a 20x bigger network) on a stratified 256 of the
+images, 10 steps, one run. The same threat model for every tool: L-inf, eps
 1/255 and 8/255, 10 and 50 steps of eps/4 (medaudit's default step), one uniform random start,
 cross-entropy loss, batches of 256. Images per second are the median of ``--repeats`` runs; robust
 accuracy is the share of all images still classified correctly. Then the full ``auto`` sweep
 (``medaudit attack MODEL --eps 0.004`` without the honesty checks and the report) is timed once.
-Writes benchmarks/RESULTS-attack.md, keeping the hand-written notes below its NOTES marker.
+Writes RESULTS-attack.md (keeping the hand-written notes below its NOTES marker) and
+RESULTS-attack.json to --out-dir (default benchmarks/).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -33,7 +37,9 @@ from medaudit.attacks.base import is_correct
 from medaudit.attacks.pgd import PGD
 from medaudit.attacks.plan import build_config
 from medaudit.data import AuditData, DataSpec, load_data, stratified_indices
-from medaudit.models import AuditModel, bind_model, load_model
+from medaudit.models import AuditModel, InputSpec, bind_model, load_model
+from medaudit.models.archs import architectures
+from medaudit.models.wrapper import ModelInfo
 
 OUT = Path(__file__).with_name("RESULTS-attack.md")
 MODEL = Path("sample_models/pneumoniamnist_rescnn.pt")
@@ -105,20 +111,25 @@ def art_pgd(
     return correct_share(model, torch.from_numpy(x_adv), y)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="128 images, one run, no auto sweep")
-    parser.add_argument("--repeats", type=int, default=None, help="runs per cell (default 3; --quick 1)")
-    args = parser.parse_args()
-    repeats = args.repeats or (1 if args.quick else 3)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    data = load_data(DataSpec(dataset="pneumoniamnist", split="test"))
-    if args.quick:
-        data = data.subset(stratified_indices(data.labels, 128, seed=0), {"limit": 128})
-    model = load_model(MODEL)
+def resnet18(data: AuditData) -> AuditModel:
+    """MedMNIST's 28 px ResNet-18 with seeded random weights: the cost of a 20x bigger network."""
+    torch.manual_seed(0)
+    network = architectures.get("resnet18_28")(in_channels=1, num_classes=2).eval()
+    spec = InputSpec(channels=1, input_size=28, mean=(0.5,), std=(0.5,))
+    info = ModelInfo(path="resnet18_28 (seeded)", format="benchmark", sha256="", parameters=None)
+    model = AuditModel(network, spec, info)
     bind_model(model, data)
+    return model
+
+
+Results = dict[tuple[int, int, str], tuple[float, float]]
+
+
+def run_tools(
+    model: AuditModel, data: AuditData, settings: list[tuple[int, float, int]], repeats: int
+) -> Results:
+    """(eps in grey levels, steps, tool) -> (images per second, robust accuracy)."""
     x, y = data.float_images(0, data.n), data.labels
-    clean = correct_share(model, x, y)
     classifier = PyTorchClassifier(
         model=model,
         loss=torch.nn.CrossEntropyLoss(),
@@ -133,15 +144,69 @@ def main() -> None:
         "torchattacks": lambda eps, steps: torchattacks_pgd(model, x, y, eps, steps),
         "ART": lambda eps, steps: art_pgd(classifier, model, x, y, eps, steps),
     }
-    results: dict[tuple[int, int, str], tuple[float, float]] = {}
-    for grey, eps in EPS:
-        for steps in STEPS:
-            for tool in TOOLS:
-                seconds, robust = timed(lambda t=tool, e=eps, s=steps: runners[t](e, s), repeats)
-                results[grey, steps, tool] = (data.n / seconds, robust)
-                print(
-                    f"{grey}/255 {steps:>2} steps {tool:<22} {data.n / seconds:8.1f} img/s  robust {robust:.3f}"
-                )
+    results: Results = {}
+    for grey, eps, steps in settings:
+        for tool in TOOLS:
+            seconds, robust = timed(lambda t=tool, e=eps, s=steps: runners[t](e, s), repeats)
+            results[grey, steps, tool] = (data.n / seconds, robust)
+            print(
+                f"{grey}/255 {steps:>2} steps {tool:<22} {data.n / seconds:8.1f} img/s  robust {robust:.3f}"
+            )
+    return results
+
+
+def tables(results: Results) -> list[str]:
+    """The speed and robust-accuracy table, then the medaudit / peer ratios."""
+    table = [
+        "| eps | steps | " + " | ".join(f"{t} img/s" for t in TOOLS) + " | "
+        + " | ".join(f"{t} robust" for t in TOOLS) + " |",
+        "|---" * (2 + 2 * len(TOOLS)) + "|",
+    ]  # fmt: skip
+    ratios = [
+        "| eps | steps | run_attacks / torchattacks | run_attacks / ART | PGD call / torchattacks | PGD call / ART |",
+        "|---|---|---|---|---|---|",
+    ]
+    for grey, steps in sorted({(grey, steps) for grey, steps, _ in results}):
+        speed = {t: results[grey, steps, t][0] for t in TOOLS}
+        robust = {t: results[grey, steps, t][1] for t in TOOLS}
+        table.append(
+            f"| {grey}/255 | {steps} | " + " | ".join(f"{speed[t]:.1f}" for t in TOOLS) + " | "
+            + " | ".join(f"{robust[t]:.3f}" for t in TOOLS) + " |"
+        )  # fmt: skip
+        ours, call = speed["medaudit run_attacks"], speed["medaudit PGD call"]
+        ratios.append(
+            f"| {grey}/255 | {steps} | {ours / speed['torchattacks']:.2f} | {ours / speed['ART']:.2f} | "
+            f"{call / speed['torchattacks']:.2f} | {call / speed['ART']:.2f} |"
+        )
+    heading = "Headline ratios (medaudit / peer images per second; above 1: medaudit is faster):"
+    return [*table, "", heading, "", *ratios]
+
+
+def as_json(results: Results) -> list[dict]:
+    return [
+        {"eps_grey": grey, "steps": steps, "tool": tool, "images_per_s": speed, "robust_accuracy": robust}
+        for (grey, steps, tool), (speed, robust) in results.items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="128 images, one run, no auto sweep")
+    parser.add_argument("--repeats", type=int, default=None, help="runs per cell (default 3; --quick 1)")
+    parser.add_argument("--out-dir", type=Path, default=OUT.parent, help="where the results go")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+    data = load_data(DataSpec(dataset="pneumoniamnist", split="test"))
+    if args.quick:
+        data = data.subset(stratified_indices(data.labels, 128, seed=0), {"limit": 128})
+    model = load_model(MODEL)
+    bind_model(model, data)
+    clean = correct_share(model, data.float_images(0, data.n), data.labels)
+    results = run_tools(model, data, [(grey, eps, steps) for grey, eps in EPS for steps in STEPS], repeats)
+    small = data.subset(stratified_indices(data.labels, min(256, data.n), seed=0), {"limit": 256})
+    big = resnet18(small)
+    big_clean = correct_share(big, small.float_images(0, small.n), small.labels)
+    big_results = run_tools(big, small, [(grey, eps, 10) for grey, eps in EPS], 1)
     auto_line = "not run (--quick)"
     if not args.quick:
         start = time.perf_counter()
@@ -164,28 +229,6 @@ def main() -> None:
     command = "MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/attack_speed.py" + (
         " --quick" if args.quick else ""
     )
-    table = [
-        "| eps | steps | " + " | ".join(f"{t} img/s" for t in TOOLS) + " | "
-        + " | ".join(f"{t} robust" for t in TOOLS) + " |",
-        "|---" * (2 + 2 * len(TOOLS)) + "|",
-    ]  # fmt: skip
-    ratios = [
-        "| eps | steps | run_attacks / torchattacks | run_attacks / ART | PGD call / torchattacks | PGD call / ART |",
-        "|---|---|---|---|---|---|",
-    ]
-    for grey, _ in EPS:
-        for steps in STEPS:
-            speed = {t: results[grey, steps, t][0] for t in TOOLS}
-            robust = {t: results[grey, steps, t][1] for t in TOOLS}
-            table.append(
-                f"| {grey}/255 | {steps} | " + " | ".join(f"{speed[t]:.1f}" for t in TOOLS) + " | "
-                + " | ".join(f"{robust[t]:.3f}" for t in TOOLS) + " |"
-            )  # fmt: skip
-            ours, call = speed["medaudit run_attacks"], speed["medaudit PGD call"]
-            ratios.append(
-                f"| {grey}/255 | {steps} | {ours / speed['torchattacks']:.2f} | {ours / speed['ART']:.2f} | "
-                f"{call / speed['torchattacks']:.2f} | {call / speed['ART']:.2f} |"
-            )
     lines = [
         "# Attacks: medaudit PGD vs torchattacks vs Adversarial Robustness Toolbox",
         "",
@@ -204,19 +247,29 @@ def main() -> None:
         "- **ART**: `ProjectedGradientDescent(PyTorchClassifier(model, clip_values=(0, 1)), norm=inf, "
         "eps_step=eps/4, max_iter=steps, num_random_init=1, batch_size=256)`.",
         "",
-        *table,
+        *tables(results),
         "",
-        "Headline ratios (medaudit / peer images per second; above 1: medaudit is faster):",
+        f"**ResNet-18** (MedMNIST's 28 px variant, 11 M parameters, seeded random weights: the cost of a "
+        f"bigger network) on a stratified {small.n} of the images, 10 steps, one run, clean accuracy "
+        f"{big_clean:.3f}:",
         "",
-        *ratios,
+        *tables(big_results),
         "",
         f"Full sweep: {auto_line} (once; `run_attacks` only, without the honesty checks and the report).",
         "",
     ]
+    out = args.out_dir / OUT.name
     kept = OUT.read_text().partition(NOTES)[2] if OUT.exists() else ""
     if kept:  # hand-written reading of the table, kept across runs
         lines += [NOTES + kept.rstrip("\n"), ""]
-    OUT.write_text("\n".join(lines))
+    out.write_text("\n".join(lines))
+    summary = {
+        "command": command,
+        "rescnn": as_json(results),
+        "resnet18": as_json(big_results),
+        "auto": auto_line,
+    }
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(lines))
 
 

@@ -11,6 +11,7 @@ benchmarks/RESULTS-intrinsic.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -47,15 +48,17 @@ def subspace(n: int, seed: int = 0) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None, help="runs per cell (default 3; --quick 1)")
+    parser.add_argument("--quick", action="store_true", help="5,000 points only, one run")
+    parser.add_argument("--out-dir", type=Path, default=OUT.parent, help="where the results go")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    args.repeats = args.repeats or (1 if args.quick else 3)
     rows = []
     images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5000, 1, 28, 28), dtype=np.uint8))
     labels = torch.arange(5000) % 2
     seconds, k_f = timed(lambda: label_sharpness(images, labels).k_f, args.repeats)
     rows.append(("label sharpness, all pairs", "5,000 x 784", f"{seconds:.2f}", "-", "-", f"K_F {k_f:.4f}"))
-    for n in (5000, 20000):
+    for n in (5000,) if args.quick else (5000, 20000):
         x = subspace(n)
         ours, ours_mle = timed(lambda x=x: mle(knn(torch.from_numpy(x), 20)[0], 20), args.repeats)
         theirs, their_mle = timed(lambda x=x: skdim.id.MLE().fit(x).dimension_, args.repeats)
@@ -79,7 +82,7 @@ def main() -> None:
     lines = [
         "# Intrinsic estimators: medaudit vs scikit-dimension",
         "",
-        f"`.venv/bin/python benchmarks/intrinsic_speed.py --repeats {args.repeats}` on {time.strftime('%Y-%m-%d')}; {facts}.",
+        f"`.venv/bin/python benchmarks/intrinsic_speed.py{' --quick' if args.quick else ''} --repeats {args.repeats}` on {time.strftime('%Y-%m-%d')}; {facts}.",
         f"Median of {args.repeats} runs (scikit-dimension TwoNN at 20,000: one run); times include the neighbour search.",
         "",
         "| what | data | medaudit s | scikit-dimension s | ratio (skdim / medaudit) | estimates |",
@@ -87,7 +90,12 @@ def main() -> None:
         *(f"| {' | '.join(row)} |" for row in rows),
         "",
     ]
-    OUT.write_text("\n".join(lines))
+    out = args.out_dir / OUT.name
+    out.write_text("\n".join(lines))
+    keys = ("what", "data", "medaudit_s", "skdim_s", "ratio_skdim_over_medaudit", "estimates")
+    out.with_suffix(".json").write_text(
+        json.dumps([dict(zip(keys, row, strict=True)) for row in rows], indent=2)
+    )
     print("\n".join(lines))
 
 
