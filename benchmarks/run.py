@@ -35,7 +35,7 @@ def command_of(part: str, quick: bool, out_dir: Path) -> list[str]:
     script = HERE / ("scaling.py" if part == "scaling" else f"{part}_speed.py")
     args = [sys.executable, str(script)] + (["--quick"] if quick else [])
     if part == "shift":
-        return [*args, "--output", str(out_dir / "RESULTS-shift.md")]
+        return [*args, "--skip-e2e", "--output", str(out_dir / "RESULTS-shift.md")]
     return [*args, "--out-dir", str(out_dir)]
 
 

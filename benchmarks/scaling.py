@@ -3,7 +3,8 @@
     MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/scaling.py [--quick]
 
 Each cell runs in a fresh process (so its peak resident memory is its own) and is
-timed around the audit call only (data and model already loaded):
+timed around the audit call only (data and model already loaded; median of the
+repeats within that process):
 
 - attack: ``run_attacks`` with PGD, 10 steps, eps 1/255 L-inf (early stop and the
   AUC-under-attack push included, as ``medaudit attack --attack pgd`` runs it);
@@ -63,8 +64,8 @@ def data_of(n: int, size: int) -> Any:
     return type(first)(images, labels, first.task, first.class_names, {"source": "benchmark", "n": n})
 
 
-def cell(audit: str, n: int, size: int, batch: int) -> dict[str, float]:
-    """One measurement in this process: seconds of the audit call and peak RSS in MB."""
+def cell(audit: str, n: int, size: int, batch: int, repeats: int) -> dict[str, float]:
+    """One cell in this process: median seconds of ``repeats`` audit calls and peak RSS in MB."""
     from medaudit.attacks import AttackConfig, run_attacks
     from medaudit.models import bind_model, load_model
     from medaudit.shift.benchmark import ShiftConfig, run_shift
@@ -72,38 +73,32 @@ def cell(audit: str, n: int, size: int, batch: int) -> dict[str, float]:
     data = data_of(n, size)
     model = load_model(MODEL)
     bind_model(model, data)
-    start = time.perf_counter()
-    if audit == "attack":
-        config = AttackConfig(
-            attacks=("pgd",), eps=(1 / 255,), params={"pgd": {"steps": 10, "restarts": 1}}, batch_size=batch
-        )
-        run_attacks(model, data, config)
-    else:
-        shift = ShiftConfig(
-            corruptions=("gaussian_noise", "zoom_blur", "pixelate"), source="pneumoniamnist",
-            mode="scaled", severities=(3,), batch_size=batch,
-        )  # fmt: skip
-        run_shift(model, data, shift)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    attack = AttackConfig(
+        attacks=("pgd",), eps=(1 / 255,), params={"pgd": {"steps": 10, "restarts": 1}}, batch_size=batch
+    )
+    shift = ShiftConfig(
+        corruptions=("gaussian_noise", "zoom_blur", "pixelate"), source="pneumoniamnist",
+        mode="scaled", severities=(3,), batch_size=batch,
+    )  # fmt: skip
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        if audit == "attack":
+            run_attacks(model, data, attack)
+        else:
+            run_shift(model, data, shift)
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": statistics.median(times), "peak_rss_mb": peak}
 
 
 def measure(audit: str, n: int, size: int, batch: int, repeats: int) -> dict[str, float]:
-    runs = []
-    for _ in range(repeats):
-        args = [sys.executable, __file__, "--cell", audit, str(n), str(size), str(batch)]
-        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
-        runs.append(json.loads(out.strip().splitlines()[-1]))
-    seconds = statistics.median(r["seconds"] for r in runs)
-    memory = max(r["peak_rss_mb"] for r in runs)
-    row = {
-        "audit": audit,
-        "images": n,
-        "size": size,
-        "batch": batch,
-        "seconds": seconds,
-        "peak_rss_mb": memory,
-    }
+    """One cell in a fresh process, so the peak memory is the cell's own."""
+    args = [sys.executable, __file__, "--cell", audit, str(n), str(size), str(batch), str(repeats)]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    seconds = result["seconds"]
+    row = {"audit": audit, "images": n, "size": size, "batch": batch, **result}
     row["images_per_s"] = n / seconds
     print(json.dumps(row), flush=True)
     return row
@@ -118,11 +113,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer and smaller cells, one run each")
     parser.add_argument("--repeats", type=int, default=None, help="runs per cell (default 3, --quick 1)")
     parser.add_argument("--out-dir", type=Path, default=OUT.parent)
-    parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--cell", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cell:
-        audit, n, size, batch = args.cell
-        print(json.dumps(cell(audit, int(n), int(size), int(batch))))
+        audit, n, size, batch, repeats = args.cell
+        print(json.dumps(cell(audit, int(n), int(size), int(batch), int(repeats))))
         return
     plan = QUICK if args.quick else FULL
     repeats = args.repeats or (1 if args.quick else 3)
@@ -163,8 +158,8 @@ def write(
         "# Scaling: time and peak memory of attack and shift",
         "",
         f"`{command}` on {time.strftime('%Y-%m-%d')}; median of {repeats} run(s) per cell (one run for "
-        "cells above 1,000 images); peak memory is the process's maximum resident set (torch, the "
-        "model and the data included).",
+        "cells above 1,000 images) in one fresh process per cell; peak memory is that process's maximum "
+        "resident set (torch, the model and the data included).",
         "",
         *[f"- {fact}" for fact in facts],
         "",

@@ -3,7 +3,7 @@
     python sample_models/train.py --dataset pneumoniamnist               # standard training
     python sample_models/train.py --dataset pneumoniamnist --adv         # PGD adversarial training
     python sample_models/train.py --all                                  # every sample model
-    python sample_models/train.py --dataset breastmnist --quick --out /tmp/x   # smoke test
+    python sample_models/train.py --dataset breastmnist --quick --out /tmp/x   # smoke test (one candidate)
 
 Writes ``<out>/<dataset>[_<size>]_<arch>[_adv].pt`` (TorchScript), ``.pt2``
 (torch.export), ``.onnx`` and the ``.json`` model card: preprocessing, classes,
@@ -11,8 +11,19 @@ training configuration, data checksum, and the test metrics measured by medaudit
 itself (clean, and robust at eps 0.004 L-inf with the ``auto`` attack plan).
 
 Seeded and deterministic on the CPU. Model selection uses the validation split
-only (never the test split): best validation accuracy for standard models, best
-validation PGD accuracy at the training eps for adversarially trained ones.
+only (never the test split), with one rule for every dataset:
+
+* standard models: a grid of candidates, every seed of ``--seeds`` (default 0,1,2)
+  with the class-balanced loss off and on and every learning rate of ``--lrs`` (default
+  3e-3,1e-3); each candidate keeps its best epoch and the candidate with the best
+  validation score is kept. The score, for epochs and candidates alike, is validation
+  accuracy, ties broken by validation AUC, then by lower validation cross-entropy, then
+  by the order of the grid (lower seed, loss off first, learning rates in ``--lrs`` order).
+  Every candidate and its validation scores go into the card.
+* adversarially trained models: one run (``--seed``, learning rate ``--lr``) with the loss
+  setting selected for the standard model of the same dataset and size (read from its
+  card), keeping the epoch with the best validation PGD-10 accuracy at the training eps.
+
 Adversarial training is Madry's PGD training (L-inf, eps 2/255 by default, 3 steps
 of 2.5 eps/3 from a random start: cheap enough for a CPU at this small eps) with the eps ramped up linearly over the first 30%
 of the epochs, as in the oncology study's staged ("iterative") schedule.
@@ -43,12 +54,22 @@ from medaudit.models.wrapper import AuditModel, ModelInfo
 HERE = Path(__file__).parent
 MEAN, STD = 0.5, 0.5
 AUDIT_EPS = 0.004
-SAMPLES = [  # (dataset, size, epochs, class-balanced loss)
-    ("pneumoniamnist", 28, 12, True),  # training set 74% pneumonia, test set 62.5%
-    ("breastmnist", 28, 40, False),
-    ("breastmnist", 64, 25, False),
-    ("retinamnist", 28, 40, False),
+SAMPLES = [  # (dataset, size, epochs); the loss (class-balanced or not) is selected on validation
+    ("pneumoniamnist", 28, 12),
+    ("breastmnist", 28, 40),
+    ("breastmnist", 64, 25),
+    ("retinamnist", 28, 40),
 ]
+PROTOCOL = (
+    "grid of candidates (every seed x class-balanced loss off/on x learning rate); each keeps "
+    "its best epoch; kept: best validation accuracy, ties broken by validation AUC, then lower "
+    "validation cross-entropy, then grid order (lower seed, loss off first, learning rates in "
+    "the listed order)"
+)
+ADV_PROTOCOL = (
+    "one run with the loss setting selected on validation for the standard model of the same "
+    "dataset and size; kept: the epoch with the best validation PGD-10 accuracy at the training eps"
+)
 
 
 def wrap(network: torch.nn.Module, channels: int, size: int) -> AuditModel:
@@ -80,26 +101,78 @@ def pgd_train_examples(
     return x_adv
 
 
-def validation_score(
+def validation_scores(
     model: AuditModel, val: AuditData, adv_eps: float | None, generator: torch.Generator
-) -> float:
+) -> dict[str, float]:
+    """Validation accuracy, AUC and cross-entropy; with ``adv_eps``, PGD-10 accuracy at that eps."""
     model.eval()
     if adv_eps is None:
         logits = predict_logits(model, val, 512)
-        return classification_metrics(logits, val.labels, val.task, val.class_names)["accuracy"]
+        metrics = classification_metrics(logits, val.labels, val.task, val.class_names)
+        auc = metrics["auc"]
+        return {
+            "val_accuracy": float(metrics["accuracy"]),
+            "val_auc": float(auc) if auc is not None and auc == auc else float("nan"),
+            "val_loss": float(F.cross_entropy(logits, val.labels)),
+        }
     x = val.float_images(0, val.n)
     x_adv = pgd_train_examples(model, x, val.labels, adv_eps, 10, generator)
-    return float((model.predict(x_adv).argmax(1) == val.labels).float().mean())
+    return {"val_pgd_accuracy": float((model.predict(x_adv).argmax(1) == val.labels).float().mean())}
 
 
-def train(args: argparse.Namespace, dataset: str, size: int, epochs: int, balanced: bool) -> Path:
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    spec = dict(dataset=dataset, size=size, data_root=args.data_root)
-    train_set, val = (load_data(DataSpec(**spec, split=s)) for s in ("train", "val"))
-    if args.quick:
-        epochs = 1
-        train_set = train_set.subset(torch.arange(min(256, train_set.n)).numpy(), {"quick": True})
+def selection_key(scores: dict[str, float]) -> tuple[float, ...]:
+    """Larger is better: accuracy, then AUC, then lower loss (or PGD accuracy for adversarial runs)."""
+    if "val_pgd_accuracy" in scores:
+        return (scores["val_pgd_accuracy"],)
+    auc = scores["val_auc"]
+    return (scores["val_accuracy"], auc if auc == auc else float("-inf"), -scores["val_loss"])
+
+
+def loss_name(balanced: bool) -> str:
+    return "class-balanced cross-entropy" if balanced else "cross-entropy"
+
+
+def standard_loss(args: argparse.Namespace, dataset: str, size: int) -> bool:
+    """The class-balanced setting selected on validation for the standard model (from its card)."""
+    name = f"{dataset}{'' if size == 28 else f'_{size}'}_{args.arch}"
+    card_path = args.out / f"{name}.json"
+    if not card_path.is_file():
+        if args.quick:
+            return False
+        raise SystemExit(f"{card_path} is missing: train the standard model first, or pass --loss")
+    training = json.loads(card_path.read_text())["training"]
+    return "class-balanced" in (training.get("loss") or training.get("optimiser", ""))
+
+
+def candidate_grid(args: argparse.Namespace, dataset: str, size: int) -> list[tuple[int, bool, float]]:
+    """(seed, class-balanced, lr) triples, in grid order (the order that breaks remaining ties)."""
+    explicit = {"plain": [False], "balanced": [True], "grid": [False, True]}
+    if args.adv:
+        seeds = [args.seed]
+        losses = explicit[args.loss] if args.loss else [standard_loss(args, dataset, size)]
+        lrs = [args.lr]
+    else:
+        seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [0, 1, 2]
+        losses = explicit[args.loss or "grid"]
+        lrs = [float(v) for v in args.lrs.split(",")]
+    if args.quick:  # a smoke test: one candidate
+        seeds, losses, lrs = seeds[:1], losses[:1], lrs[:1]
+    return [(seed, balanced, lr) for seed in seeds for balanced in losses for lr in lrs]
+
+
+def train_candidate(
+    args: argparse.Namespace,
+    train_set: AuditData,
+    val: AuditData,
+    size: int,
+    epochs: int,
+    seed: int,
+    balanced: bool,
+    lr: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """One training run; returns the state of its best validation epoch and its record."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     network = architectures.get(args.arch)(in_channels=train_set.channels, num_classes=train_set.num_classes)
     model = wrap(network, train_set.channels, size)
     bind_model(model, train_set)
@@ -107,10 +180,10 @@ def train(args: argparse.Namespace, dataset: str, size: int, epochs: int, balanc
     if balanced:
         counts = torch.bincount(train_set.labels, minlength=train_set.num_classes).float()
         class_weights = counts.sum() / (len(counts) * counts.clamp_min(1))
-    optimiser = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=5e-4)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=5e-4)
     batches = (train_set.n + args.batch_size - 1) // args.batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=args.lr, total_steps=epochs * batches)
-    best_state, best_score, started = None, -1.0, time.time()
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * batches)
+    best_state, best_scores, best_epoch, started = None, None, 0, time.time()
     for epoch in range(epochs):
         eps = args.adv_eps * min(1.0, (epoch + 1) / max(1, 0.3 * epochs)) if args.adv else 0.0
         model.train()
@@ -125,22 +198,58 @@ def train(args: argparse.Namespace, dataset: str, size: int, epochs: int, balanc
             loss.backward()
             optimiser.step()
             schedule.step()
-        score = validation_score(model, val, args.adv_eps if args.adv else None, generator)
+        scores = validation_scores(model, val, args.adv_eps if args.adv else None, generator)
+        shown = " ".join(f"{k[4:]} {v:.3f}" for k, v in scores.items())
         print(
-            f"{dataset} {size}px epoch {epoch + 1}/{epochs}: eps {eps:.4f} loss {loss.item():.3f} val {score:.3f}"
+            f"seed {seed} {loss_name(balanced)} lr {lr:g} epoch {epoch + 1}/{epochs}: "
+            f"eps {eps:.4f} loss {loss.item():.3f} val {shown}",
+            flush=True,
         )
-        if score > best_score:
-            best_score = score
+        if best_scores is None or selection_key(scores) > selection_key(best_scores):
+            best_scores, best_epoch = scores, epoch + 1
             best_state = {k: v.clone() for k, v in network.state_dict().items()}
-    network.load_state_dict(best_state)
+    assert best_state is not None and best_scores is not None
+    record = {
+        "seed": seed,
+        "loss": loss_name(balanced),
+        "lr": lr,
+        "best_epoch": best_epoch,
+        **{k: round(v, 4) for k, v in best_scores.items()},
+        "seconds": round(time.time() - started, 1),
+    }
+    return best_state, record
+
+
+def train(args: argparse.Namespace, dataset: str, size: int, epochs: int) -> Path:
+    spec = dict(dataset=dataset, size=size, data_root=args.data_root)
+    train_set, val = (load_data(DataSpec(**spec, split=s)) for s in ("train", "val"))
+    if args.quick:
+        epochs = 1
+        train_set = train_set.subset(torch.arange(min(256, train_set.n)).numpy(), {"quick": True})
+    started = time.time()
+    best: tuple[tuple[float, ...], dict[str, torch.Tensor], dict[str, Any]] | None = None
+    candidates = []
+    for seed, balanced, lr in candidate_grid(args, dataset, size):
+        state, record = train_candidate(args, train_set, val, size, epochs, seed, balanced, lr)
+        candidates.append(record)
+        print(f"{dataset} {size}px candidate {json.dumps(record)}", flush=True)
+        # compared as recorded in the card (4 decimals), so the card shows why a candidate was kept
+        key = selection_key({k: v for k, v in record.items() if k.startswith("val_")})
+        if best is None or key > best[0]:  # strict: an exact tie keeps the earlier candidate
+            best = (key, state, record)
+    assert best is not None
+    _, state, kept = best
+    network = architectures.get(args.arch)(in_channels=train_set.channels, num_classes=train_set.num_classes)
+    network.load_state_dict(state)
     network.eval()
+    best_score = kept["val_pgd_accuracy"] if args.adv else kept["val_accuracy"]
     training = {
         "script": "sample_models/train.py",
         "epochs": epochs,
         "batch_size": args.batch_size,
-        "lr": args.lr,
+        "lr": kept["lr"],
         "optimiser": "AdamW (weight decay 5e-4), one-cycle schedule",
-        "loss": "class-balanced cross-entropy" if balanced else "cross-entropy",
+        "loss": kept["loss"],
         "augmentation": "random shifts up to 1/14 of the side (reflect padding), horizontal flips",
         "adversarial": (
             {
@@ -155,11 +264,11 @@ def train(args: argparse.Namespace, dataset: str, size: int, epochs: int, balanc
             if args.adv
             else None
         ),
-        "seed": args.seed,
-        "selection": "best validation PGD-10 accuracy at the training eps"
-        if args.adv
-        else "best validation accuracy",
-        "best_validation_score": round(best_score, 4),
+        "seed": kept["seed"],
+        "selection": ADV_PROTOCOL if args.adv else PROTOCOL,
+        "candidates": candidates,
+        "kept": candidates.index(kept),
+        "best_validation_score": best_score,
         "seconds": round(time.time() - started, 1),
         "data_sha256": train_set.identity["sha256"],
     }
@@ -249,8 +358,24 @@ def main() -> None:
     parser.add_argument("--adv-eps", type=float, default=2 / 255)
     parser.add_argument("--adv-steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=3e-3, help="the learning rate of adversarial training")
+    parser.add_argument(
+        "--lrs",
+        default="3e-3,1e-3",
+        help="standard models: comma list of candidate learning rates (default 3e-3,1e-3)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the seed of adversarial training")
+    parser.add_argument(
+        "--seeds", default=None, help="standard models: comma list of candidate seeds (default 0,1,2)"
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("grid", "plain", "balanced"),
+        default=None,
+        help="class-balanced loss: both as candidates (standard default), off, or on "
+        "(adversarial default: the setting selected for the standard model)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
         "--quick", action="store_true", help="1 epoch on 256 images: a smoke test, not a model"
     )
@@ -262,7 +387,9 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.use_deterministic_algorithms(True)
-    defaults = {(d, s): (e, b) for d, s, e, b in SAMPLES}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    defaults = {(d, s): e for d, s, e in SAMPLES}
     if args.measure_only:
         for card_path in sorted(args.out.glob("*.json")):
             card = json.loads(card_path.read_text())
@@ -273,14 +400,14 @@ def main() -> None:
             print(card["name"], json.dumps(card["metrics"]))
     elif args.all:
         for adv in (False, True):  # every standard model first: they are the quick ones
-            for dataset, size, epochs, balanced in SAMPLES:
+            for dataset, size, epochs in SAMPLES:
                 if args.only and dataset not in args.only.split(","):
                     continue
                 args.adv = adv
-                train(args, dataset, size, args.epochs or epochs, balanced)
+                train(args, dataset, size, args.epochs or epochs)
     else:
-        epochs, balanced = defaults.get((args.dataset, args.size), (20, False))
-        train(args, args.dataset, args.size, args.epochs or epochs, balanced)
+        epochs = defaults.get((args.dataset, args.size), 20)
+        train(args, args.dataset, args.size, args.epochs or epochs)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from medaudit.attacks import run_attacks
 from medaudit.attacks.checks import AuditedSweep, run_checks
+from medaudit.attacks.margin import MarginConfig, minimal_perturbation
 from medaudit.attacks.sweep import AttackConfig
 from medaudit.cli import app
 from medaudit.confounders.probe import ProbeConfig, run_probe
@@ -27,7 +29,9 @@ SAMPLE = REPO / "sample_models" / "pneumoniamnist_rescnn.onnx"
 VOLATILE = {"wall_time_s"}
 
 
-@pytest.mark.parametrize(("text", "message"), [("3/2", "0 <= i < n"), ("1", "i/n"), ("a/b", "i/n"), ("0/0", "0 <= i < n")])
+@pytest.mark.parametrize(
+    ("text", "message"), [("3/2", "0 <= i < n"), ("1", "i/n"), ("a/b", "i/n"), ("0/0", "0 <= i < n")]
+)
 def test_bad_shard_specs_are_refused(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Shard.parse(text)
@@ -37,7 +41,7 @@ def test_bad_shard_specs_are_refused(text: str, message: str) -> None:
 def test_shards_tile_the_images_on_batch_boundaries(n: int, block: int, count: int) -> None:
     bounds = [Shard(i, count).bounds(n, block) for i in range(count)]
     assert bounds[0][0] == 0 and bounds[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     assert all(start % block == 0 and start < stop for start, stop in bounds)
 
 
@@ -70,14 +74,23 @@ class Brightness(torch.nn.Module):
         return torch.stack([-10 * mean, 10 * mean], dim=1)
 
 
-def test_sharded_sweep_and_checks_equal_the_single_run(audit_data) -> None:
+def brightness_data(audit_data):
     data = audit_data(n=45, seed=3)
     labels = (data.images.float().mean(dim=(1, 2, 3)) > 127.5).long()
     labels[:3] = 1 - labels[:3]  # a few clean-wrong samples
-    data = replace(data, labels=labels)
+    return replace(data, labels=labels)
+
+
+def brightness_model(data) -> AuditModel:
     spec = InputSpec(channels=1, input_size=28, mean=(0.5,), std=(0.5,))
     model = AuditModel(Brightness(), spec, ModelInfo(path="", format="test", sha256="", parameters=None))
     bind_model(model, data)
+    return model
+
+
+def test_sharded_sweep_and_checks_equal_the_single_run(audit_data) -> None:
+    data = brightness_data(audit_data)
+    model = brightness_model(data)
     config = AttackConfig(
         attacks=("pgd", "square"), eps=(0.02, 0.1), params={"square": {"queries": 30}}, batch_size=8
     )
@@ -96,6 +109,16 @@ def test_sharded_sweep_and_checks_equal_the_single_run(audit_data) -> None:
     assert (whole.checks.unbounded != -1).any()
 
 
+def test_sharded_margins_equal_the_single_run(audit_data) -> None:
+    data = brightness_data(audit_data)
+    model = brightness_model(data)
+    config = MarginConfig(attack="pgd-cw", norm="linf", eps_max=0.1, tolerance=0.005, steps=5, batch_size=8)
+    whole = minimal_perturbation(model, data, config)
+    merged = concat([through_json(minimal_perturbation(model, part, config)) for part in parts(data, 3, 8)])
+    assert merged.to_dict() == whole.to_dict()
+    assert np.isfinite(whole.margins).any()
+
+
 def test_sharded_shift_and_probe_equal_the_single_run(make_cnn, audit_data) -> None:
     data = audit_data(n=30, seed=4)
     model = wrapped(make_cnn)
@@ -103,7 +126,9 @@ def test_sharded_shift_and_probe_equal_the_single_run(make_cnn, audit_data) -> N
     shift = ShiftConfig(
         corruptions=("gaussian_noise", "motion_blur"), source="pneumoniamnist", mode="scaled", batch_size=8
     )
-    probe = ProbeConfig(artifacts=("tag", "dose_noise"), strengths=(1.0,), positions=("top-left",), batch_size=8)
+    probe = ProbeConfig(
+        artifacts=("tag", "dose_noise"), strengths=(1.0,), positions=("top-left",), batch_size=8
+    )
     for run, config in ((run_shift, shift), (run_probe, probe)):
         whole = run(model, data, config).to_dict()
         pieces = [through_json(run(model, part, config)) for part in parts(data, 2, 8)]
@@ -117,7 +142,9 @@ def test_codec_keeps_arrays_bit_for_bit() -> None:
         "nan": float("nan"),
     }
     back = through_json(values)
-    assert torch.equal(back[("tag", 0.5, None)].view(torch.int32), values[("tag", 0.5, None)].view(torch.int32))
+    assert torch.equal(
+        back[("tag", 0.5, None)].view(torch.int32), values[("tag", 0.5, None)].view(torch.int32)
+    )
     assert back["mask"].dtype == bool and back["mask"].tolist() == [True, False]
     assert np.isnan(back["nan"])
 
@@ -140,7 +167,9 @@ def same_report(merged: dict, whole: dict) -> None:
             assert merged[key] == whole[key], key
 
 
-def test_merged_run_equals_the_single_process_run(runner: CliRunner, tmp_path: Path, real_data_root: Path) -> None:
+def test_merged_run_equals_the_single_process_run(
+    runner: CliRunner, tmp_path: Path, real_data_root: Path
+) -> None:
     audit = tmp_path / "audit.toml"
     audit.write_text(
         f'[model]\npath = "{SAMPLE}"\n[data]\ndata_root = "{real_data_root}"\nlimit = 96\nseed = 1\n'
@@ -178,7 +207,9 @@ def test_merged_attack_command_equals_the_single_run(
     same_report(json.loads((tmp_path / "m.json").read_text()), whole)
 
 
-def test_merge_refuses_incomplete_or_foreign_parts(runner: CliRunner, tmp_path: Path, real_data_root: Path) -> None:
+def test_merge_refuses_incomplete_or_foreign_parts(
+    runner: CliRunner, tmp_path: Path, real_data_root: Path
+) -> None:
     args = ["eval", str(SAMPLE), "--data-root", str(real_data_root), "--limit", "48", "--batch-size", "16"]
     for i in range(3):
         report(runner, [*args, "--shard", f"{i}/3"], tmp_path / f"p{i}.json")
