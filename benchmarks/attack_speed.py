@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -31,6 +30,7 @@ import torch
 import torchattacks
 from art.attacks.evasion import ProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
+from facts import timed
 
 from medaudit.attacks import AttackConfig, run_attacks
 from medaudit.attacks.base import is_correct
@@ -48,16 +48,6 @@ STEPS = (10, 50)
 BATCH = 256
 NOTES = "<!-- notes: kept when this file is rewritten -->"
 TOOLS = ("medaudit run_attacks", "medaudit PGD call", "torchattacks", "ART")
-
-
-def timed(fn: Callable[[], float], repeats: int) -> tuple[float, float]:
-    """(median seconds, robust accuracy of the last run)."""
-    times, value = [], float("nan")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), value
 
 
 def correct_share(model: AuditModel, x_adv: torch.Tensor, y: torch.Tensor) -> float:

@@ -1,10 +1,13 @@
-"""Machine facts every benchmark report starts with (absolute times mean little without them)."""
+"""What every benchmark shares: machine facts (absolute times mean little without them) and timing."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -37,3 +40,13 @@ def machine_facts() -> list[str]:
         f"Python {platform.python_version()} on {platform.platform()}",
         ", ".join(versions),
     ]
+
+
+def timed(fn: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """(median seconds, value returned by the last run)."""
+    times, value = [], float("nan")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), value

@@ -14,30 +14,19 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import skdim
 import torch
+from facts import timed
 
 from medaudit.intrinsic import label_sharpness, mle, twonn
 from medaudit.intrinsic.neighbours import knn
 
 OUT = Path(__file__).with_name("RESULTS-intrinsic.md")
-
-
-def timed(fn: Callable[[], float], repeats: int) -> tuple[float, float]:
-    """(median seconds, value of the last run)."""
-    times, value = [], float("nan")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), value
 
 
 def subspace(n: int, seed: int = 0) -> np.ndarray:

@@ -55,7 +55,6 @@ from medaudit.confounders.subgroups import read_metadata, subgroup_audit
 from medaudit.data import AuditData, load_data
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_logits
-from medaudit.report import schema
 from medaudit.report.confounder_tables import (
     artifact_list_table,
     confounder_tables,
@@ -254,12 +253,10 @@ def confounders_command(
             data=data,
             task=task,
         )
-        doc = schema.document(
+        doc = run.document(
             "confounders",
             {**run.config, **ft_config.to_dict(), "batch_size": ft_config.batch_size, "mode": "finetune"},
             {"finetune": results},
-            model=run.model.describe(),
-            data={**run.data.identity, "n": run.data.n},
             seed=seed,
             wall_time_s=timer.elapsed,
             warnings=run.warnings,
@@ -277,12 +274,10 @@ def confounders_command(
         print_warnings(console, run.warnings)
         results = subgroups_section(run, metadata, attribute, id_column, bootstrap, seed, batch_size)
         options = {"metadata": str(metadata), "attribute": attribute, "id_column": id_column}
-        doc = schema.document(
+        doc = run.document(
             "confounders",
             {**run.config, **options, "bootstrap": bootstrap, "batch_size": batch_size, "mode": "subgroups"},
             {"subgroups": results},
-            model=run.model.describe(),
-            data={**run.data.identity, "n": run.data.n},
             seed=seed,
             wall_time_s=timer.elapsed,
             warnings=run.warnings,
