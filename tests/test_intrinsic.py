@@ -192,3 +192,41 @@ def test_user_errors(runner: CliRunner, real_data_root: Path, args: list[str], n
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert needle in " ".join(result.stderr.split())
+
+
+class BatchJitter(torch.nn.Module):
+    """Features of identical images differ in the last bits with their batch position, as GPU kernels do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 8))
+        self.head = torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.body(x)
+        return self.head(z + 1e-6 * torch.arange(len(z), dtype=z.dtype)[:, None])
+
+
+def test_d_repr_drops_duplicate_images_even_when_their_features_differ_in_the_last_bits() -> None:
+    from medaudit.data import AuditData
+    from medaudit.intrinsic.audit import IntrinsicConfig, run_intrinsic
+    from medaudit.models import InputSpec
+    from medaudit.models.wrapper import AuditModel, ModelInfo
+    from medaudit.task import Task
+
+    pixels = (torch.rand(60, 1, 28, 28, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
+    pixels[55:] = pixels[:5]  # five exact duplicates, at other batch positions
+    data = AuditData(
+        images=pixels, labels=torch.arange(60) % 2, task=Task.BINARY, class_names=("a", "b"), identity={}
+    )
+    model = AuditModel(
+        BatchJitter().eval(),
+        InputSpec(channels=1, input_size=28, mean=(0.5,), std=(0.5,)),
+        ModelInfo(path="", format="state_dict", sha256="", parameters=None),
+    )
+    config = IntrinsicConfig(dimension=DimensionConfig(k=5, rounds=0), lipschitz=None)
+    result = run_intrinsic(data, model, config)
+    assert result.d_data["duplicates_removed"] == 5
+    assert result.d_repr is not None
+    assert result.d_repr["duplicates_removed"] == 5 and result.d_repr["n"] == 55

@@ -223,3 +223,21 @@ def test_null_floats_and_extra_fields_are_accepted(documents: dict[str, Any], va
     validator.validate(doc)
     validator.validate(_edit(documents["shift"], ("results", "summary", "mean_auc_drop"), None))
     validator.validate(_edit(documents["attack"], ("results", "sweep", -1, "auc_under_attack"), None))
+
+
+def test_versions_name_medaudit_when_run_from_a_source_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``pip install`` (PYTHONPATH=checkout) there is no package metadata; the schema still needs it."""
+    from importlib import metadata
+
+    import medaudit
+    from medaudit.report import schema
+
+    real = metadata.version
+
+    def version(package: str) -> str:
+        if package == "medaudit":
+            raise metadata.PackageNotFoundError(package)
+        return real(package)
+
+    monkeypatch.setattr(schema.metadata, "version", version)
+    assert schema.versions()["medaudit"] == medaudit.__version__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -45,13 +46,15 @@ def test_formats_agree_and_card_metrics_reproduce(card_path: Path, real_data_roo
         logits[suffix] = result.logits
         if suffix == ".pt":
             measured = result.metrics()
-            for key in ("accuracy", "balanced_accuracy", "auc"):
-                assert measured[key] == pytest.approx(card["metrics"]["test"][key], abs=1e-9), key
+            # counts are exact; the AUC ranks scores, and another CPU or torch build (seen on a 16-core
+            # machine with torch 2.11) reorders a few near-equal ones: ~1e-5 per swapped pair
+            for key, tolerance in (("accuracy", 1e-9), ("balanced_accuracy", 1e-9), ("auc", 1e-4)):
+                assert measured[key] == pytest.approx(card["metrics"]["test"][key], abs=tolerance), key
             assert measured["n"] == card["metrics"]["test"]["n"] == data.n
     reference = logits[".pt"]
     for suffix in (".pt2", ".onnx"):
         assert torch.equal(logits[suffix].argmax(1), reference.argmax(1)), suffix
-        assert torch.allclose(logits[suffix], reference, atol=1e-3), suffix
+        assert torch.allclose(logits[suffix], reference, rtol=1e-3, atol=1e-3), suffix
 
 
 def test_training_script_quick_smoke(tmp_path: Path, real_data_root: Path) -> None:
@@ -68,3 +71,30 @@ def test_training_script_quick_smoke(tmp_path: Path, real_data_root: Path) -> No
     assert 0.0 <= card["metrics"]["robust_test"]["robust_accuracy"] <= card["metrics"]["test"]["accuracy"]
     for suffix in (".pt", ".pt2", ".onnx"):
         assert (out / f"breastmnist_rescnn{suffix}").is_file()
+
+
+def load_table_script() -> object:
+    spec = importlib.util.spec_from_file_location("table", REPO / "sample_models" / "table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_bar_and_the_adversarial_trade_off() -> None:
+    """Standard models reach ResNet-18 (28) minus 3 points; adversarial twins are markedly more robust.
+
+    The cards' numbers are re-measured by ``test_formats_agree_and_card_metrics_reproduce``."""
+    table = load_table_script()
+    cards = {p.stem: json.loads(p.read_text()) for p in CARDS}
+    for name, card in cards.items():
+        if card["training"]["adversarial"] is not None:
+            twin = cards[name.removesuffix("_adv")]
+            gain = (
+                card["metrics"]["robust_test"]["robust_accuracy"]
+                - twin["metrics"]["robust_test"]["robust_accuracy"]
+            )
+            assert gain >= 0.03, f"{name}: robust accuracy only {gain:+.3f} over {twin['name']}"
+            continue
+        bar = table.RESNET18_28[card["dataset"]["name"]] - table.MARGIN
+        assert card["metrics"]["test"]["accuracy"] >= bar, f"{name}: test accuracy under the bar {bar:.3f}"

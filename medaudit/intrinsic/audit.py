@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from medaudit.data import AuditData
 from medaudit.intrinsic.dimension import NEAR_TWIN_RATIO, DimensionConfig, estimate
 from medaudit.intrinsic.features import extract_features
-from medaudit.intrinsic.neighbours import flatten
+from medaudit.intrinsic.neighbours import flatten, unique_rows
 from medaudit.intrinsic.sharpness import SharpnessResult, label_sharpness
 from medaudit.intrinsic.smoothness import LipschitzConfig, local_lipschitz
 from medaudit.models import AuditModel
@@ -154,7 +155,13 @@ def run_intrinsic(
         return result
     step("representation dimension")
     features = extract_features(model, data, config.layer, config.batch_size)
-    result.d_repr = {**estimate(features.values, config.dimension), "layer": features.layer}
+    # Identical images have identical features in exact arithmetic but not always bitwise (batch
+    # position, CPU vs GPU kernels: d_repr moved 1.5% on an H200), and a 1e-7 distance wrecks the
+    # log-ratios: drop the image duplicates first.
+    distinct = torch.as_tensor(np.sort(unique_rows(flatten(data.images))[0]))
+    d_repr = estimate(features.values[distinct], config.dimension)
+    d_repr["duplicates_removed"] += data.n - len(distinct)
+    result.d_repr = {**d_repr, "layer": features.layer}
     if config.lipschitz is None:
         return result
     if not model.has_gradients:

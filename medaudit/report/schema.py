@@ -14,14 +14,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from medaudit import __version__
 from medaudit.report.atomic import write_atomic
 
 SCHEMA = "medaudit/1"
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in ("medaudit", "torch", "numpy", "onnx", "onnxruntime", "onnx2pytorch", "medmnist"):
+    """medaudit's own version from the package, so a source checkout run without pip install records it too."""
+    out = {"python": platform.python_version(), "medaudit": __version__}
+    for package in ("torch", "numpy", "onnx", "onnxruntime", "onnx2pytorch", "medmnist"):
         try:
             out[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
