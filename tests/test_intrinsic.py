@@ -14,10 +14,15 @@ import torch
 from typer.testing import CliRunner
 
 from medaudit.cli import app
+from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.intrinsic import DimensionConfig, label_sharpness, mle, twonn
+from medaudit.intrinsic.audit import IntrinsicConfig, run_intrinsic
 from medaudit.intrinsic.dimension import estimate
 from medaudit.intrinsic.neighbours import knn
+from medaudit.models import InputSpec
+from medaudit.models.wrapper import AuditModel, ModelInfo
+from medaudit.task import Task
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_models" / "pneumoniamnist_rescnn"
@@ -199,9 +204,10 @@ class BatchJitter(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        torch.manual_seed(0)
-        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 8))
-        self.head = torch.nn.Linear(8, 2)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 8))
+            self.head = torch.nn.Linear(8, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.body(x)
@@ -209,12 +215,6 @@ class BatchJitter(torch.nn.Module):
 
 
 def test_d_repr_drops_duplicate_images_even_when_their_features_differ_in_the_last_bits() -> None:
-    from medaudit.data import AuditData
-    from medaudit.intrinsic.audit import IntrinsicConfig, run_intrinsic
-    from medaudit.models import InputSpec
-    from medaudit.models.wrapper import AuditModel, ModelInfo
-    from medaudit.task import Task
-
     pixels = (torch.rand(60, 1, 28, 28, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
     pixels[55:] = pixels[:5]  # five exact duplicates, at other batch positions
     data = AuditData(

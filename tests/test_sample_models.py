@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -73,7 +74,7 @@ def test_training_script_quick_smoke(tmp_path: Path, real_data_root: Path) -> No
         assert (out / f"breastmnist_rescnn{suffix}").is_file()
 
 
-def load_table_script() -> object:
+def load_table_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("table", REPO / "sample_models" / "table.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
