@@ -11,8 +11,8 @@ sums floats in another order, so an attack may break an image or two differently
 feature-space estimates move in the last digits: a number "agrees" when it is within two
 images (2/n) for the shares and within 1e-3 relative otherwise.
 
-Writes RESULTS-cuda.md and RESULTS-cuda.json (and the raw reports) to --out-dir
-(default benchmarks/). Nothing in the test suite needs a GPU; this is the check a session
+Writes RESULTS-cuda.md and RESULTS-cuda.json to --out-dir (default benchmarks/); the raw
+reports and audit files go to --reports (default: a temporary folder, removed afterwards). Nothing in the test suite needs a GPU; this is the check a session
 with one runs.
 """
 
@@ -23,6 +23,7 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -82,13 +83,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=400, help="stratified test images (default 400)")
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--reports", type=Path, default=None, help="keep the raw reports here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: this check compares --device cuda with --device cpu")
-    out = args.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        reports_dir = args.reports or Path(scratch)
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        rows, timings = run_all(args.limit, reports_dir)
+    write(args.out_dir, rows, timings, args.limit)
+    failed = [r for r in rows if not r["agrees"]]
+    print(
+        f"{len(rows) - len(failed)}/{len(rows)} numbers agree; {sum(bool(t['errors']) for t in timings)} runs failed"
+    )
+    sys.exit(1 if failed or any(t["errors"] for t in timings) else 0)
+
+
+def run_all(limit_n: int, out: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every run on both devices; raw reports under ``out``."""
     example = EXAMPLE.replace('path = "sample_models/pneumoniamnist_rescnn.pt"', f'path = "{MODEL}.pt"')
-    example = example.replace("# limit = 500", f"limit = {args.limit}")
+    example = example.replace("# limit = 500", f"limit = {limit_n}")
 
     def audit_file(device: str) -> str:
         """``medaudit run`` takes its device from the file."""
@@ -98,7 +113,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     timings: list[dict[str, Any]] = []
-    limit = ["--limit", str(args.limit)]
+    limit = ["--limit", str(limit_n)]
     runs = {"run (every audit)": lambda d: ["run", audit_file(d)]}
     for fmt in (".pt", ".pt2", ".onnx"):
         runs[f"eval {fmt}"] = lambda d, f=fmt: ["eval", f"{MODEL}{f}", "--device", d, *limit]
@@ -130,12 +145,7 @@ def main() -> None:
                 "errors": errors,
             }
         )
-    write(out, rows, timings, args.limit)
-    failed = [r for r in rows if not r["agrees"]]
-    print(
-        f"{len(rows) - len(failed)}/{len(rows)} numbers agree; {sum(bool(t['errors']) for t in timings)} runs failed"
-    )
-    sys.exit(1 if failed or any(t["errors"] for t in timings) else 0)
+    return rows, timings
 
 
 def write(out: Path, rows: list[dict[str, Any]], timings: list[dict[str, Any]], limit: int) -> None:
