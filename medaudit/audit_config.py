@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medaudit.errors import ConfigError
+from medaudit.registry import parse_spec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -147,6 +148,24 @@ def _suggest(name: str, valid: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(valid)})"
 
 
+ARCH_SOURCE = "the audit file's arch"
+"""How messages name ``[model] arch`` (``LoadOptions.arch_source``): the user's own choice,
+so, like ``--arch``, it may name a ``package.module:factory`` (a model card may not)."""
+
+
+def _check_arch(path: Path, arch: str | None) -> None:
+    """``[model] arch``: a built-in name or ``package.module:factory``, checked before anything is imported."""
+    if arch is None:
+        return
+    if not arch.strip():
+        raise ConfigError(f"{path}: [model] arch is empty: give a built-in name or package.module:factory")
+    if ":" in arch:
+        try:
+            parse_spec(arch.strip())
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: [model] arch: {exc}") from None
+
+
 def read_audit_file(path: Path) -> AuditFile:
     """Parse and check an audit file; every problem is a one-line ConfigError."""
     if not path.is_file():
@@ -172,6 +191,7 @@ def read_audit_file(path: Path) -> AuditFile:
                 raise ConfigError(f"{path}: [{section}] {key} = {value!r} has the wrong type")
     if "model" not in raw or "path" not in raw["model"]:
         raise ConfigError(f'{path}: the [model] section needs path = "model file"')
+    _check_arch(path, raw["model"].get("arch"))
     audits = {name: raw[name] for name in AUDITS if name in raw}
     if not audits:
         raise ConfigError(

@@ -5,15 +5,57 @@ Each command lives in ``medaudit.commands``; this module only builds the app.
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from medaudit import __version__
 from medaudit.commands import attack, confounders, evaluate, gate, intrinsic, merge, run, shift
-from medaudit.commands.common import Settings, configure, handle_errors
+from medaudit.commands.common import (
+    Settings,
+    configure,
+    handle_errors,
+    install_signal_handlers,
+    stderr_console,
+)
+from medaudit.errors import INTERRUPTED
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (unknown option, bad value, missing argument) as one ``error:`` line with
+    exit code 2, like every other user error, instead of a multi-line box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            stderr_console().print("[bold red]error:[/] interrupted: stopped, no report written")
+            sys.exit(INTERRUPTED)
+        except Exception as exc:
+            if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+                raise
+            message = exc.format_message()
+            if "\n" in message.strip():  # the help text itself (no arguments given)
+                typer.echo(message, err=True)
+            else:
+                ctx = getattr(exc, "ctx", None)
+                where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                stderr_console().print(
+                    f"[bold red]error:[/] {escape(message.rstrip('.'))}{escape(where)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="medaudit",
     help="Audit a trained medical-image classifier before release.",
     no_args_is_help=True,
@@ -37,6 +79,7 @@ def main(
 ) -> None:
     """Audit a trained medical-image classifier before release."""
     configure(Settings(debug=debug))
+    install_signal_handlers()
 
 
 app.command("eval", rich_help_panel="Audits")(handle_errors(evaluate.eval_command))

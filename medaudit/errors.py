@@ -1,12 +1,38 @@
-"""User-facing errors.
+"""User-facing errors and the exit codes they map to.
 
 Library code raises these; only the CLI turns them into a one-line message and
-exit code 2. Each message names the problem and the fix.
+the error's ``exit_code``. Each message names the problem and the fix. Any other
+exception is a bug in medaudit (exit ``INTERNAL_ERROR``), never a gate verdict.
 """
+
+GATE_FAILED = 1
+"""A release-gate rule (or a compared metric) failed: the audit ran, the model did not pass."""
+USER_ERROR = 2
+"""Bad input: a missing or malformed file, option, card, policy or data."""
+MODEL_ERROR = 3
+"""The user's model raised, or returned something that is not logits, while being audited."""
+INTERNAL_ERROR = 4
+"""A bug in medaudit (any unexpected exception)."""
+INTERRUPTED = 130
+"""Stopped by Ctrl-C / SIGINT (128 + 2, the shell convention)."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to its first line (its type name when the message is empty),
+    for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip()[:limit] if lines else type(exc).__name__
+
+
+def what_raised(exc: BaseException, limit: int = 200) -> str:
+    """'Type: first line' (or the type alone), for an exception medaudit reports but did not raise."""
+    return f"{type(exc).__name__}: {first_line(exc, limit)}" if str(exc).strip() else type(exc).__name__
 
 
 class MedauditError(Exception):
     """Base class for every error caused by user input, not by a bug."""
+
+    exit_code = USER_ERROR
 
 
 class ModelLoadError(MedauditError):
@@ -27,3 +53,13 @@ class ConfigError(MedauditError):
 
 class PolicyError(MedauditError):
     """A gate policy file is invalid."""
+
+
+class ModelRuntimeError(MedauditError):
+    """The user's model raised, or returned an unusable output, while it ran on the audit data."""
+
+    exit_code = MODEL_ERROR
+
+
+class OutputError(MedauditError):
+    """An output cannot be written (full disk, no permission); nothing partial is left behind."""

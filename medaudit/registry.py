@@ -11,24 +11,64 @@ import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from medaudit.errors import ConfigError
+from medaudit.errors import ConfigError, first_line, what_raised
 
 T = TypeVar("T")
 
 
-def import_object(spec: str) -> object:
-    """Import ``"package.module:attr"``; raise ConfigError with the reason."""
+def parse_spec(spec: str) -> tuple[str, str]:
+    """Split ``"package.module:attr"`` into module and attribute; raise ConfigError if malformed.
+
+    Nothing is imported: a relative (``.mod``) or non-identifier module name is refused here,
+    before importlib could raise a TypeError or look anything up.
+    """
     module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
+    if not sep or not module_name.strip() or not attr.strip():
         raise ConfigError(f"'{spec}' is not of the form package.module:name")
+    if module_name.startswith("."):
+        raise ConfigError(
+            f"'{spec}' names the relative module '{module_name}': give the module's full dotted name "
+            "as it is imported from sys.path (package.module:name)"
+        )
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise ConfigError(f"'{spec}': '{module_name}' is not a Python module name (package.module:name)")
+    if not all(part.isidentifier() for part in attr.split(".")):
+        raise ConfigError(f"'{spec}': '{attr}' is not a Python name (package.module:name)")
+    return module_name, attr
+
+
+def import_object(spec: str, *, user_code: bool = True) -> object:
+    """Import ``"package.module:attr"`` (``attr`` may be dotted); raise ConfigError with the reason.
+
+    ``user_code``: the module is the user's, so anything it raises while being imported
+    (or while an attribute is looked up) is reported as a ConfigError naming the module and
+    the exception, not as a medaudit crash. Built-in lazy entries pass False: an exception
+    there other than a missing dependency is a bug in medaudit and must stay visible.
+    """
+    module_name, attr = parse_spec(spec)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import module '{module_name}' for '{spec}': {exc}") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"module '{module_name}' has no attribute '{attr}'") from None
+        raise ConfigError(f"cannot import module '{module_name}' for '{spec}': {first_line(exc)}") from None
+    except (Exception, SystemExit) as exc:
+        if not user_code:
+            raise
+        raise ConfigError(
+            f"importing module '{module_name}' for '{spec}' raised {what_raised(exc)}: fix that module"
+        ) from None
+    target: object = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(f"module '{module_name}' has no attribute '{attr}'") from None
+        except Exception as exc:
+            if not user_code:
+                raise
+            raise ConfigError(
+                f"looking up '{attr}' in module '{module_name}' raised {what_raised(exc)}"
+            ) from None
+    return target
 
 
 class Registry(Generic[T]):
@@ -59,7 +99,7 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} '{name}'.{hint} Choose from: {', '.join(self.names())}")
         entry = self._entries[name]
         if isinstance(entry, str):
-            entry = import_object(entry)  # type: ignore[assignment]
+            entry = import_object(entry, user_code=False)  # type: ignore[assignment]
             self._entries[name] = entry
         return entry  # type: ignore[return-value]
 

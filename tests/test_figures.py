@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from medaudit.errors import OutputError
 from medaudit.report import figures
 
 CORRUPTIONS = [
@@ -233,7 +234,7 @@ def test_success_replaces_existing_file(tmp_path: Path, grey: np.ndarray) -> Non
 
 
 def test_missing_folder_raises_and_creates_nothing(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(OutputError, match="No such file or directory"):
         figures.save_heatmap(tmp_path / "nope" / "h.png", np.zeros((1, 1)), ["a"], ["b"], "t", "v")
     assert list(tmp_path.iterdir()) == []
 

@@ -483,6 +483,7 @@ def test_multilabel_width_mismatch(
 def test_probability_outputs_are_detected(
     tmp_path: Path, make_cnn: Callable[..., SmallCNN], data28: AuditData
 ) -> None:
+    data28 = AuditData(data28.images, data28.labels, Task.MULTI_CLASS, ("a", "b", "c"))  # 3 classes
     base = make_cnn(num_classes=3, seed=6)
     path = trace_to(tmp_path / "probs.pt", nn.Sequential(base, nn.Softmax(dim=1)), torch.rand(2, 1, 28, 28))
     model = load_model(path, CPU)
@@ -504,6 +505,7 @@ def test_probability_outputs_are_detected(
 def test_logit_model_gets_no_probability_warning(
     tmp_path: Path, make_cnn: Callable[..., SmallCNN], data28: AuditData
 ) -> None:
+    data28 = AuditData(data28.images, data28.labels, Task.MULTI_CLASS, ("a", "b", "c"))  # 3 classes
     path = trace_to(tmp_path / "logits.pt", make_cnn(num_classes=3, seed=6), torch.rand(2, 1, 28, 28))
     model = load_model(path, CPU)
     assert bind_model(model, data28) == []

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medaudit.errors import ConfigError
+from medaudit.errors import ConfigError, ModelRuntimeError, first_line
 from medaudit.models import AuditModel
 from medaudit.registry import Registry
 from medaudit.task import Task
@@ -209,5 +209,11 @@ def loss_and_grad(
         logits = model(x)
         loss = LOSSES[loss_name](logits, y, task)
         # materialize_grads: a network that ignores its input has a zero gradient, not an error
-        (grad,) = torch.autograd.grad(loss.sum(), x, materialize_grads=True)
+        try:
+            (grad,) = torch.autograd.grad(loss.sum(), x, materialize_grads=True)
+        except RuntimeError as exc:  # the backward pass runs the user's graph
+            raise ModelRuntimeError(
+                f"gradients through the model {model.info.path} failed ({first_line(exc)}): "
+                "audit it with a black-box attack (--attack square)"
+            ) from exc
     return loss.detach(), logits.detach(), grad.detach()

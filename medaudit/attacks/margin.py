@@ -46,6 +46,10 @@ class MarginConfig:
             raise ConfigError(f"eps {self.eps_max} is outside [0, 1] pixel units: use e.g. 0.004 or 1/255")
         if not 0 < self.tolerance < self.eps_max:
             raise ConfigError("the margin tolerance must be positive and below the largest eps")
+        if self.steps < 1 or self.restarts < 1:
+            raise ConfigError(
+                f"--steps and --restarts must be at least 1, got {self.steps} and {self.restarts}"
+            )
 
 
 @dataclass(frozen=True)

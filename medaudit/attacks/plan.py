@@ -27,10 +27,23 @@ def parse_eps(text: str) -> tuple[float, ...]:
     return tuple(sorted(values))
 
 
+def requested_names(requested: str) -> list[str]:
+    """The attacks the user listed ('auto' stays as it is), each known and listed once."""
+    names = [n.strip() for n in requested.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--attack is empty: give auto or a comma list of attacks")
+    if names != ["auto"]:
+        for name in names:
+            attacks.get(name)  # unknown names fail here, with the close matches
+    if len(set(names)) != len(names):
+        raise ConfigError("--attack lists an attack twice")
+    return names
+
+
 def plan_attacks(requested: str, model: AuditModel) -> tuple[tuple[str, ...], list[str]]:
     """Expand 'auto' for this model; refuse white-box attacks on a black-box model."""
     notes = []
-    names = [n.strip() for n in requested.split(",") if n.strip()]
+    names = requested_names(requested)
     if names == ["auto"]:
         if model.has_gradients:
             names = list(WHITE_BOX_AUTO)
@@ -43,8 +56,6 @@ def plan_attacks(requested: str, model: AuditModel) -> tuple[tuple[str, ...], li
         attack = attacks.get(name)
         if attack.needs_gradients and not model.has_gradients:
             raise ConfigError(f"{name} needs gradients but this model is black-box only: use --attack square")
-    if len(set(names)) != len(names):
-        raise ConfigError("--attack lists an attack twice")
     return tuple(names), notes
 
 
@@ -67,12 +78,10 @@ def attack_params(names: tuple[str, ...], **effort: Any) -> tuple[dict[str, dict
     return params, unused
 
 
-def build_config(
-    requested: str, model: AuditModel, eps: str, norm: str, batch_size: int, seed: int, **effort: Any
+def _config(
+    names: tuple[str, ...], eps: str, norm: str, batch_size: int, seed: int, effort: dict[str, Any]
 ) -> tuple[AttackConfig, list[str]]:
-    names, notes = plan_attacks(requested, model)
     params, unused = attack_params(names, **effort)
-    notes += unused
     config = AttackConfig(
         attacks=names,
         eps=parse_eps(eps),
@@ -83,4 +92,19 @@ def build_config(
     )
     for name in names:
         config.build(name)  # hyperparameters are validated at construction
-    return config, notes
+    return config, unused
+
+
+def check_request(requested: str, eps: str, norm: str, batch_size: int, seed: int, **effort: Any) -> None:
+    """Everything ``build_config`` checks that does not depend on the model, before it is loaded
+    ('auto' is checked as the white-box plan, the one that takes every effort flag)."""
+    names = requested_names(requested)
+    _config(tuple(WHITE_BOX_AUTO if names == ["auto"] else names), eps, norm, batch_size, seed, effort)
+
+
+def build_config(
+    requested: str, model: AuditModel, eps: str, norm: str, batch_size: int, seed: int, **effort: Any
+) -> tuple[AttackConfig, list[str]]:
+    names, notes = plan_attacks(requested, model)
+    config, unused = _config(names, eps, norm, batch_size, seed, effort)
+    return config, notes + unused

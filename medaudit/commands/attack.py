@@ -11,7 +11,7 @@ import typer
 from medaudit.attacks import run_attacks
 from medaudit.attacks.checks import AuditedSweep, run_checks
 from medaudit.attacks.margin import MarginConfig, MarginResult, minimal_perturbation
-from medaudit.attacks.plan import build_config, parse_eps
+from medaudit.attacks.plan import build_config, check_request, parse_eps
 from medaudit.commands.common import (
     ArchOpt,
     BatchOpt,
@@ -39,6 +39,7 @@ from medaudit.commands.common import (
     TrustOpt,
     check_output_target,
     emit,
+    input_files,
     prepare,
     print_warnings,
     progress_bar,
@@ -156,25 +157,28 @@ def attack_command(
     console, timer = stderr_console(), Timer()
     if margin and (save_adv is not None or save_grid is not None):
         raise ConfigError("--save-adv and --save-grid save a sweep's images: drop them with --margin")
-    inputs = [p for p in (model, data, model.with_suffix(".json")) if p is not None]
+    inputs = input_files(model, data)
     check_output_target(save_adv, inputs, "--save-adv")
     check_output_target(save_grid, inputs, "--save-grid")
     refuse_with_shard(shard, save_adv=save_adv, save_grid=save_grid)
+    effort = {"steps": steps, "step_size": step_size, "restarts": restarts, "queries": queries}
+    margin_config = None
+    if margin:  # every option is checked before the model and data are loaded
+        margin_config = _margin_config(eps, norm, attack, steps, restarts, tolerance, batch_size, seed)
+    else:
+        check_request(attack, eps, norm.value, batch_size, seed, **effort)
     run = prepare(
         model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
         channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
         download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
         shard=shard, block=batch_size,
     )  # fmt: skip
-    if margin:
-        command, config, state, warnings = _margin(
-            run, eps, norm, attack, steps, restarts, tolerance, batch_size, seed
-        )
+    if margin_config is not None:
+        command, config, state, warnings = _margin(run, margin_config)
     else:
         command, config, state, warnings = sweep_section(
-            run, eps, norm, attack, batch_size, seed, save_adv, save_grid,
-            steps=steps, step_size=step_size, restarts=restarts, queries=queries,
-        )  # fmt: skip
+            run, eps, norm, attack, batch_size, seed, save_adv, save_grid, **effort
+        )
     print_warnings(console, warnings)
     doc = run.document(
         command,
@@ -213,10 +217,10 @@ def sweep_section(
     for table in tables.attack_tables(results, checks, f"Robustness: {run.data.describe()}, {norm.value}"):
         console.print(table)
     for line in results["notes"]:
-        console.print(f"note: {line}", highlight=False)
+        console.print(f"note: {line}", markup=False, highlight=False)
     if save_adv is not None:
         artifacts.save_adversarial(save_adv, result, run.data)
-        console.print(f"adversarial examples written to {save_adv}")
+        console.print(f"adversarial examples written to {save_adv}", markup=False, highlight=False)
     if save_grid is not None:
         rows = artifacts.save_grid(save_grid, result, run.data)
         console.print(
@@ -233,8 +237,7 @@ def sweep_section(
     return "attack", config_record, audited, warnings
 
 
-def _margin(
-    run: Prepared,
+def _margin_config(
     eps: str,
     norm: Norm,
     attack: str,
@@ -243,20 +246,22 @@ def _margin(
     tolerance: float,
     batch_size: int,
     seed: int,
-) -> tuple[str, dict[str, Any], MarginResult, list[str]]:
+) -> MarginConfig:
+    return MarginConfig(
+        attack="pgd-cw" if attack == "auto" else attack, norm=norm.value, eps_max=max(parse_eps(eps)),
+        tolerance=tolerance, steps=20 if steps is None else steps,
+        restarts=1 if restarts is None else restarts, batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+
+
+def _margin(run: Prepared, config: MarginConfig) -> tuple[str, dict[str, Any], MarginResult, list[str]]:
     console = stderr_console()
     if not run.model.has_gradients:
         raise ConfigError("--margin needs gradients and this model is black-box only")
-    name = "pgd-cw" if attack == "auto" else attack
-    config = MarginConfig(
-        attack=name, norm=norm.value, eps_max=max(parse_eps(eps)), tolerance=tolerance,
-        steps=20 if steps is None else steps, restarts=1 if restarts is None else restarts,
-        batch_size=batch_size, seed=seed,
-    )  # fmt: skip
     with progress_bar(console, "bisecting", run.data.n) as advance:
         result = minimal_perturbation(run.model, run.data, config, advance)
     results = result.to_dict()
-    console.print(tables.margin_table(results, f"Minimal perturbation: {run.data.describe()}, {norm.value}"))
+    console.print(tables.margin_table(results, f"Minimal perturbation: {run.data.describe()}, {config.norm}"))
     config_record = {
         "margin": {
             k: getattr(config, k) for k in ("attack", "norm", "eps_max", "tolerance", "steps", "restarts")

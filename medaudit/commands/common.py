@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -23,10 +25,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medaudit.data import AuditData, DataSpec, load_data
-from medaudit.errors import ConfigError, MedauditError
+from medaudit.errors import INTERNAL_ERROR, INTERRUPTED, ConfigError, MedauditError, what_raised
 from medaudit.models import AuditModel, InputSpec, LoadOptions, bind_model, load_model
+from medaudit.models.card import card_path_for
 from medaudit.report import schema
-from medaudit.sharding import Shard, encode
+from medaudit.report.atomic import check_target, mark_read, reading_session
+from medaudit.sharding import Shard, digests, encode
 from medaudit.task import Task
 
 MODEL_PANEL = "Model"
@@ -56,7 +60,7 @@ ArchOpt = Annotated[
     str | None,
     typer.Option(
         "--arch",
-        help="Architecture for a state_dict: a built-in name (see `medaudit list archs`) or package.module:factory.",
+        help="Architecture for a state_dict: a built-in name (see `medaudit list archs`) or package.module:factory (imported and run: only code you trust; a model card may name built-ins only).",
         rich_help_panel=MODEL_PANEL,
     ),
 ]
@@ -148,12 +152,14 @@ TaskOpt = Annotated[
 LimitOpt = Annotated[
     int | None,
     typer.Option(
-        "--limit", help="Audit a stratified, seeded subsample of N images.", rich_help_panel=DATA_PANEL
+        "--limit", min=1, help="Audit a stratified, seeded subsample of N images.", rich_help_panel=DATA_PANEL
     ),
 ]
 SeedOpt = Annotated[
     int,
-    typer.Option("--seed", help="Seed for subsampling and every random choice.", rich_help_panel=RUN_PANEL),
+    typer.Option(
+        "--seed", min=0, help="Seed for subsampling and every random choice.", rich_help_panel=RUN_PANEL
+    ),
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where torch runs.", rich_help_panel=RUN_PANEL)]
 BatchOpt = Annotated[
@@ -205,25 +211,72 @@ def stderr_console() -> Console:
     return Console(stderr=True)
 
 
+def _fail(message: str, code: int, debug: bool) -> NoReturn:
+    """One line on stderr (the traceback first with --debug), then the documented exit code."""
+    console = stderr_console()
+    if debug:
+        console.print_exception()
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """User errors -> one line on stderr and exit code 2 (traceback only with --debug)."""
+    """Every way a command can end maps to one documented exit code (README, "Exit codes").
+
+    User errors -> 2, errors raised by the user's model -> 3, anything else (a bug) -> 4,
+    Ctrl-C / SIGTERM -> 130 / 143. Each prints one line; --debug adds the traceback.
+    The command's own ``typer.Exit`` (0 or 1 for a gate verdict) passes through untouched.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = _settings.debug
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), reading_session():
                 if not debug:
                     warnings.simplefilter("ignore", FutureWarning)
                     warnings.simplefilter("ignore", UserWarning)
                 return func(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except MedauditError as exc:
-            if debug:
-                raise
-            stderr_console().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(str(exc), exc.exit_code, debug)
+        except Interrupted as exc:
+            _fail(f"interrupted by {exc.signal_name}: stopped, no report written", exc.exit_code, debug)
+        except KeyboardInterrupt:
+            _fail("interrupted (Ctrl-C): stopped, no report written", INTERRUPTED, debug)
+        except Exception as exc:
+            detail = what_raised(exc, 300)
+            _fail(
+                f"internal error in medaudit ({detail}): this is a bug, not a verdict on the model; "
+                "rerun with --debug for the traceback and report it",
+                INTERNAL_ERROR,
+                debug,
+            )
 
     return wrapper
+
+
+class Interrupted(BaseException):
+    """A termination signal other than SIGINT (which Python raises as KeyboardInterrupt)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM (how CI cancels a job) unwinds like Ctrl-C, so temp files are removed and
+    no partial report is left; a handler the parent process set (e.g. ignore) is kept."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM,):
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                signal.signal(signum, _raise_interrupted)
 
 
 def load_options(
@@ -234,6 +287,7 @@ def load_options(
     input_size: int | None,
     channels: int | None,
     device: Device,
+    arch_source: str = "--arch",
 ) -> LoadOptions:
     spec = InputSpec(
         channels=channels,
@@ -241,7 +295,9 @@ def load_options(
         mean=parse_floats(mean, "--mean"),
         std=parse_floats(std, "--std"),
     )
-    return LoadOptions(arch=arch, trust_checkpoint=trust_checkpoint, spec=spec, device=device.value)
+    return LoadOptions(
+        arch=arch, arch_source=arch_source, trust_checkpoint=trust_checkpoint, spec=spec, device=device.value
+    )
 
 
 def data_spec(
@@ -258,6 +314,8 @@ def data_spec(
     seed: int,
 ) -> DataSpec:
     """The user's data options; without any, the dataset the model card names."""
+    if seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {seed}")
     if dataset is None and data is None and model is not None and model.info.dataset:
         dataset = model.info.dataset
         size = size or model.info.dataset_size
@@ -284,20 +342,30 @@ def refuse_with_shard(shard: str | None, **outputs: Any) -> None:
         )
 
 
+def input_files(model: Path | None, data: Path | None) -> list[Path]:
+    """The files a model+data audit reads directly: the model, its card and the data."""
+    return [p for p in (model, model and card_path_for(model), data) if p is not None]
+
+
 def check_output_target(target: str | Path | None, protected: list[Path], option: str = "--json") -> None:
-    """Fail before any work if an output cannot be written or would replace an input file."""
+    """Fail before any work if an output cannot be written or would replace a file the run reads
+    (``protected`` and everything registered with ``mark_read`` so far)."""
     if target is None or str(target) == "-":
         return
+    for source in protected:
+        mark_read(source)
     path = Path(target)
+    if path.exists() and not path.is_dir() and not path.is_file():  # /dev/null, a FIFO: written in place
+        if not os.access(path, os.W_OK):
+            raise ConfigError(f"{option} {target} is not writable: choose another path")
+        return
     if not path.parent.exists():
         raise ConfigError(f"{option} {target}: folder {path.parent} does not exist")
     if path.is_dir():
         raise ConfigError(f"{option} {target} is a folder: give a file name")
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise ConfigError(f"{option} {target} is not writable: choose another path")
-    for other in protected:
-        if other.exists() and path.exists() and path.resolve() == other.resolve():
-            raise ConfigError(f"{option} {target} would overwrite an input file: choose another path")
+    check_target(path, option)
 
 
 @dataclass
@@ -317,10 +385,12 @@ class Prepared:
         return schema.document(command, config, results, model=self.model.describe(), data=data, **fields)
 
     def attach_state(self, doc: dict[str, Any], sections: dict[str, Any], **extra: Any) -> None:
-        """For a shard, the per-sample state ``medaudit merge`` needs (see ``medaudit.sharding``)."""
+        """For a shard, the per-sample state ``medaudit merge`` needs and its digests, which merge
+        checks (see ``medaudit.sharding``); call it on the finished document."""
         if self.shard is not None:
             state = {"sections": sections, "warnings": self.warnings, **extra}
             doc["shard"] = {**self.shard, "state": encode(state)}
+            doc["shard"]["digest"] = digests(doc)
 
 
 def prepare(
@@ -345,26 +415,25 @@ def prepare(
     json_target: str | None,
     shard: str | None = None,
     block: int = 1,
+    arch_source: str = "--arch",
 ) -> Prepared:
     """Everything an audit command does before auditing: check --json, load, bind, and
     cut out ``shard`` ('i/n') on multiples of ``block`` images (the batch size)."""
     part = Shard.parse(shard)
-    check_output_target(json_target, [p for p in (model, data) if p is not None])
-    options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device)
+    inputs = input_files(model, data)
+    check_output_target(json_target, inputs)
+    for path in inputs:
+        mark_read(path)
+    options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device, arch_source)
+    data_options = {
+        "dataset": dataset, "size": size, "split": split, "data_root": data_root, "download": download,
+        "data": data, "task": task, "limit": limit, "seed": seed,
+    }  # fmt: skip
+    data_spec(None, **data_options)  # the data options alone fail before anything is loaded
     audit_model = load_model(model, options)
-    spec = data_spec(
-        audit_model,
-        dataset=dataset,
-        size=size,
-        split=split,
-        data_root=data_root,
-        download=download,
-        data=data,
-        task=task,
-        limit=limit,
-        seed=seed,
-    )
+    spec = data_spec(audit_model, **data_options)
     audit_data = load_data(spec)
+    mark_read(audit_data.identity.get("path"))  # also the MedMNIST file the card's dataset led to
     warnings_ = bind_model(audit_model, audit_data)
     record = None
     if part is not None:
@@ -385,7 +454,7 @@ def prepare(
 
 def print_warnings(console: Console, warnings_: list[str]) -> None:
     for warning in warnings_:
-        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 @contextmanager
@@ -416,4 +485,4 @@ def emit(console: Console, json_target: str | None, doc: dict[str, Any]) -> None
     if json_target is not None:
         schema.write_json(doc, json_target)
         if json_target != "-":
-            console.print(f"JSON written to {json_target}")
+            console.print(f"JSON written to {json_target}", markup=False, highlight=False)

@@ -35,6 +35,7 @@ from medaudit.commands.common import (
     check_output_target,
     data_spec,
     emit,
+    input_files,
     parse_floats,
     prepare,
     print_warnings,
@@ -55,6 +56,7 @@ from medaudit.confounders.subgroups import read_metadata, subgroup_audit
 from medaudit.data import AuditData, load_data
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_logits
+from medaudit.report.atomic import mark_read
 from medaudit.report.confounder_tables import (
     artifact_list_table,
     confounder_tables,
@@ -266,6 +268,7 @@ def confounders_command(
     if metadata is not None or attribute is not None or id_column is not None:
         _check_subgroup_options(metadata, attribute, limit, bootstrap, artifact_list, save_grid)
         assert metadata is not None and attribute is not None
+        mark_read(metadata)
         run = prepare(
             model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
             channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
@@ -291,7 +294,7 @@ def confounders_command(
         artifacts=_names(artifact_list, DEFAULT_ARTIFACTS), strengths=strength_values,
         positions=_names(positions, CORNERS), seed=seed, batch_size=batch_size,
     )  # fmt: skip
-    inputs = [p for p in (model, data, model.with_suffix(".json")) if p is not None]
+    inputs = input_files(model, data)
     check_output_target(save_grid, inputs, "--save-grid")
     run = prepare(
         model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
@@ -309,7 +312,7 @@ def confounders_command(
     result, results = confounders_section(run, config)
     if save_grid is not None:
         _grid(save_grid, run.data, config)
-        console.print(f"artifact grid written to {save_grid}")
+        console.print(f"artifact grid written to {save_grid}", markup=False, highlight=False)
     doc = run.document(
         "confounders",
         {**run.config, **config.to_dict(), "mode": "probe"},

@@ -33,6 +33,7 @@ from medaudit.commands.common import (
     TrustOpt,
     check_output_target,
     emit,
+    input_files,
     load_options,
     prepare,
     print_warnings,
@@ -107,7 +108,7 @@ def info_command(
 ) -> None:
     """Format, input spec, parameter count, classes and whether gradients are available."""
     console, timer = stderr_console(), Timer()
-    check_output_target(json, [model])
+    check_output_target(json, input_files(model, None))
     options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device)
     audit_model = load_model(model, options)
     desc = audit_model.describe()

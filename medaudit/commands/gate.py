@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from medaudit.commands.common import JsonOpt, Timer, check_output_target, emit, print_warnings, stderr_console
 from medaudit.errors import ConfigError
@@ -70,11 +71,11 @@ def write_ci(
     if junit is not None:
         ci.write_junit(junit, cases, suite)
         if junit != "-":
-            console.print(f"JUnit XML written to {junit}")
+            console.print(f"JUnit XML written to {junit}", markup=False, highlight=False)
     if markdown is not None:
         write_atomic(markdown, text)
         if markdown != "-":
-            console.print(f"Markdown summary written to {markdown}")
+            console.print(f"Markdown summary written to {markdown}", markup=False, highlight=False)
 
 
 def gate_command(
@@ -99,7 +100,8 @@ def gate_command(
     if failed:
         listed = "; ".join(f"{v.name} ({v.message})" for v in failed)
         console.print(
-            f"[bold red]gate failed[/]: {len(failed)} of {len(verdicts)} rules: {listed}", highlight=False
+            f"[bold red]gate failed[/]: {len(failed)} of {len(verdicts)} rules: {escape(listed)}",
+            highlight=False,
         )
     else:
         console.print(f"[bold green]gate passed[/]: {len(verdicts)} rules", highlight=False)
@@ -167,7 +169,8 @@ def compare_command(
     if failed:
         listed = "; ".join(f"{r.metric} ({r.message})" for r in failed)
         console.print(
-            f"[bold red]regression[/]: {len(failed)} of {len(gated)} gated metrics: {listed}", highlight=False
+            f"[bold red]regression[/]: {len(failed)} of {len(gated)} gated metrics: {escape(listed)}",
+            highlight=False,
         )
     else:
         console.print(f"[bold green]no regression[/]: {len(gated)} gated metrics", highlight=False)

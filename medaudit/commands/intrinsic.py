@@ -31,6 +31,7 @@ from medaudit.commands.common import (
     check_output_target,
     data_spec,
     emit,
+    input_files,
     prepare,
     print_warnings,
     stderr_console,
@@ -152,7 +153,7 @@ def intrinsic_command(
         if no_lipschitz
         else LipschitzConfig(eps=lipschitz_eps, steps=lipschitz_steps, batch_size=batch_size, seed=seed),
     )
-    inputs = [p for p in (model, data) if p is not None]
+    inputs = input_files(model, data)
     check_output_target(save_plot, inputs, "--save-plot")
     if model is None:
         if layer is not None:
@@ -178,7 +179,7 @@ def intrinsic_command(
     print_warnings(console, warnings)
     console.print(tables.intrinsic_table(results, f"Intrinsic properties: {audit_data.describe()}"))
     for line in results["notes"]:
-        console.print(f"note: {line}", highlight=False)
+        console.print(f"note: {line}", markup=False, highlight=False)
     if save_plot is not None:
         from medaudit.report.figures import save_distance_histogram
 
@@ -188,7 +189,7 @@ def intrinsic_command(
             f"Nearest-neighbour distances: {audit_data.describe()}",
             f"L2 distance ([0,1] images, {results['representation']['dims']} values)",
         )
-        console.print(f"distance plot written to {save_plot}")
+        console.print(f"distance plot written to {save_plot}", markup=False, highlight=False)
     doc = schema.document(
         "intrinsic",
         {**run_config, **config.to_dict(), "batch_size": batch_size},

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from medaudit.attacks.checks import AuditedSweep
-from medaudit.audit_config import EXAMPLE, AuditFile, as_csv, read_audit_file
-from medaudit.commands.attack import Norm, sweep_section
+from medaudit.attacks.plan import check_request
+from medaudit.audit_config import ARCH_SOURCE, EXAMPLE, AuditFile, as_csv, read_audit_file
+from medaudit.commands.attack import DEFAULT_EPS, Norm, sweep_section
 from medaudit.commands.common import (
     Device,
     JsonOpt,
@@ -27,7 +29,14 @@ from medaudit.commands.common import (
 )
 from medaudit.commands.confounders import confounders_section, positive_index
 from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_document, gate_table, write_ci
-from medaudit.commands.shift import Modality, Mode, parse_severities, shift_config, shift_section
+from medaudit.commands.shift import (
+    Modality,
+    Mode,
+    check_corruptions,
+    parse_severities,
+    shift_config,
+    shift_section,
+)
 from medaudit.confounders.artifacts import CORNERS
 from medaudit.confounders.probe import DEFAULT_ARTIFACTS, ProbeConfig, ProbeResult
 from medaudit.errors import ConfigError
@@ -37,7 +46,9 @@ from medaudit.gate.policy import read_toml
 from medaudit.intrinsic import DimensionConfig, IntrinsicConfig, run_intrinsic
 from medaudit.intrinsic.audit import IntrinsicResult
 from medaudit.intrinsic.smoothness import LipschitzConfig
+from medaudit.models.card import card_path_for
 from medaudit.report import ci, tables
+from medaudit.report.atomic import write_atomic
 from medaudit.report.html import write_html
 from medaudit.shift.benchmark import ShiftResult
 
@@ -75,6 +86,7 @@ def _prepare(audit: AuditFile, shard: str | None) -> Prepared:
         json_target=None,  # checked with the other outputs by run_command
         shard=shard,
         block=audit.run.get("batch_size", 256),
+        arch_source=ARCH_SOURCE,
     )
 
 
@@ -90,7 +102,7 @@ def _eval(run: Prepared, options: dict[str, Any], batch_size: int) -> tuple[dict
 def _attack(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, AuditedSweep]:
     _, config, audited, _ = sweep_section(
         run,
-        as_csv(options.get("eps")) or "0.5/255,1/255,2/255,4/255,8/255",
+        as_csv(options.get("eps")) or DEFAULT_EPS,
         _enum(Norm, options.get("norm", "linf"), "[attack] norm"),
         options.get("attack", "auto"),
         batch_size,
@@ -120,16 +132,22 @@ def _shift(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -
     return config.to_dict(), result
 
 
+def _probe_config(options: dict[str, Any], batch_size: int, seed: int) -> ProbeConfig:
+    return ProbeConfig(
+        artifacts=tuple(_list(options.get("artifacts"), DEFAULT_ARTIFACTS)),
+        strengths=_floats(options.get("strengths"), (0.25, 0.5, 1.0), "[confounders] strengths"),
+        positions=tuple(_list(options.get("positions"), CORNERS)),
+        seed=seed,
+        batch_size=batch_size,
+    )
+
+
 def _confounders(
     run: Prepared, options: dict[str, Any], batch_size: int, seed: int
 ) -> tuple[dict, ProbeResult]:
     positive = options.get("positive_class")
-    config = ProbeConfig(
-        artifacts=tuple(_list(options.get("artifacts"), DEFAULT_ARTIFACTS)),
-        strengths=tuple(float(s) for s in _list(options.get("strengths"), (0.25, 0.5, 1.0))),
-        positions=tuple(_list(options.get("positions"), CORNERS)),
-        seed=seed,
-        batch_size=batch_size,
+    config = replace(
+        _probe_config(options, batch_size, seed),
         positive_class=positive_index(run.data, None if positive is None else str(positive)),
     )
     result, _ = confounders_section(run, config)
@@ -142,10 +160,15 @@ def _list(value: str | float | list[Any] | None, default: tuple[Any, ...]) -> li
     return list(default) if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _intrinsic(
-    run: Prepared, options: dict[str, Any], batch_size: int, seed: int
-) -> tuple[dict, IntrinsicResult]:
-    config = IntrinsicConfig(
+def _floats(value: str | float | list[Any] | None, default: tuple[float, ...], key: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in _list(value, default))
+    except ValueError:
+        raise ConfigError(f"{key} takes numbers, got {value!r}") from None
+
+
+def _intrinsic_config(options: dict[str, Any], batch_size: int, seed: int) -> IntrinsicConfig:
+    return IntrinsicConfig(
         dimension=DimensionConfig(
             k=options.get("k", 20),
             normalizer=options.get("normalizer", "k-1"),
@@ -163,11 +186,43 @@ def _intrinsic(
         if options.get("lipschitz", True)
         else None,
     )
+
+
+def _intrinsic(
+    run: Prepared, options: dict[str, Any], batch_size: int, seed: int
+) -> tuple[dict, IntrinsicResult]:
+    config = _intrinsic_config(options, batch_size, seed)
     console = stderr_console()
     with console.status("intrinsic") as status:
         result = run_intrinsic(run.data, run.model, config, lambda stage: status.update(stage))
     console.print(tables.intrinsic_table(result.to_dict(), f"Intrinsic properties: {run.data.describe()}"))
     return config.to_dict(), result
+
+
+def _check_options(audit: AuditFile) -> None:
+    """Every audit's options, checked before the model and data are loaded (what needs them,
+    such as the attack plan for a black-box model, is checked when they are)."""
+    batch_size, seed = audit.run.get("batch_size", 256), audit.data.get("seed", 0)
+    if batch_size < 1 or seed < 0:
+        raise ConfigError(f"{audit.path}: [run] batch_size must be at least 1 and [data] seed at least 0")
+    _enum(Device, audit.run.get("device", "auto"), "[run] device")
+    _enum(Split, audit.data.get("split", "test"), "[data] split")
+    for name, options in audit.audits.items():
+        if name == "attack":
+            norm = _enum(Norm, options.get("norm", "linf"), "[attack] norm")
+            effort = {k: options.get(k) for k in ("steps", "step_size", "restarts", "queries")}
+            eps = as_csv(options.get("eps")) or DEFAULT_EPS
+            check_request(options.get("attack", "auto"), eps, norm.value, batch_size, seed, **effort)
+        elif name == "shift":
+            modality = _enum(Modality, options.get("modality"), "[shift] modality")
+            _enum(Mode, options.get("mode", "auto"), "[shift] mode")
+            parse_severities(as_csv(options.get("severities")) or "1,2,3,4,5")
+            data = audit.resolve(audit.data.get("data"))
+            check_corruptions(as_csv(options.get("corruptions")), modality and modality.value, data)
+        elif name == "confounders":
+            _probe_config(options, batch_size, seed)
+        elif name == "intrinsic":
+            _intrinsic_config(options, batch_size, seed)
 
 
 def run_command(
@@ -190,12 +245,23 @@ def run_command(
 ) -> None:
     """The whole audit from one file: model and data loaded once, every audit in it, one report, the gate.
 
-    Exit code 0 when every gate rule holds (or there is no gate), 1 when one fails, 2 on bad input.
+    Exit code 0 when every gate rule holds (or there is no gate), 1 when one fails; 2-4 and 130/143
+    mean the audit did not complete (README, "Exit codes and errors").
     """
     console, timer = stderr_console(), Timer()
     audit = read_audit_file(audit_file)
     model_path = audit.resolve(audit.model["path"])
-    inputs = [p for p in (audit_file, model_path, audit.resolve(audit.data.get("data")), policy) if p]
+    inputs = [
+        p
+        for p in (
+            audit_file,
+            model_path,
+            card_path_for(model_path),
+            audit.resolve(audit.data.get("data")),
+            policy,
+        )
+        if p
+    ]
     check_outputs({"--json": json, "--html": html, "--junit": junit, "--markdown": markdown}, inputs)
     refuse_with_shard(shard, html=html, junit=junit, markdown=markdown)
     if shard is not None and "intrinsic" in audit.audits:
@@ -207,6 +273,7 @@ def run_command(
     rules = (
         load_policy(gate_source) if gate_source is not None else None
     )  # typos fail now, not after the audit
+    _check_options(audit)
     run = _prepare(audit, shard)
     print_warnings(console, run.warnings)
     batch_size = audit.run.get("batch_size", 256)
@@ -247,7 +314,7 @@ def run_command(
     emit(console, json, doc)
     if html is not None:
         write_html(html, doc, _example_images(run, sections, configs))
-        console.print(f"HTML report written to {html}")
+        console.print(f"HTML report written to {html}", markup=False, highlight=False)
     write_ci(junit, markdown, verdicts, f"medaudit run {audit_file.name}", ci.markdown_summary(doc, verdicts))
     if code:
         raise typer.Exit(code)
@@ -293,5 +360,5 @@ def init_command(
     if path.exists() and not force:
         raise ConfigError(f"{path} exists: choose another name or pass --force to replace it")
     check_output_target(str(path), [], "init")
-    path.write_text(EXAMPLE)
+    write_atomic(path, EXAMPLE)
     stderr_console().print(f"example audit file written to {path}; edit it, then: medaudit run {path}")

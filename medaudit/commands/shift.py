@@ -35,6 +35,7 @@ from medaudit.commands.common import (
     TrustOpt,
     check_output_target,
     emit,
+    input_files,
     prepare,
     print_warnings,
     progress_bar,
@@ -46,7 +47,8 @@ from medaudit.errors import ConfigError
 from medaudit.report import tables
 from medaudit.shift import catalogue
 from medaudit.shift.benchmark import ShiftConfig, ShiftResult, run_shift
-from medaudit.shift.corrupt import apply_uint8, default_mode
+from medaudit.shift.catalogue import SEVERITIES
+from medaudit.shift.corrupt import apply_uint8, corruptions, default_mode
 
 PANEL = "Shift"
 
@@ -73,7 +75,25 @@ def parse_severities(text: str) -> tuple[int, ...]:
         values = tuple(sorted({int(part) for part in text.split(",")}))
     except ValueError:
         raise ConfigError(f"--severities takes integers 1..5 separated by commas, got '{text}'") from None
+    if not values or not set(values) <= set(SEVERITIES):
+        raise ConfigError(f"--severities takes values in 1..5, got {list(values)}")
     return values
+
+
+def _no_modality() -> ConfigError:
+    return ConfigError(
+        "which corruptions suit your data? give --modality "
+        f"({', '.join(m.value for m in Modality)}) or --dataset for MedMNIST data"
+    )
+
+
+def check_corruptions(corruption_list: str | None, modality: str | None, data: Path | None) -> None:
+    """What ``shift_config`` checks without the data, so a typo fails before anything is loaded."""
+    for name in (corruption_list or "").split(","):
+        if name.strip():
+            corruptions.get(name.strip())
+    if data is not None and modality is None:
+        raise _no_modality()
 
 
 def shift_command(
@@ -162,7 +182,8 @@ def shift_command(
     if model is None:
         raise ConfigError("give a model file (or --list for the corruption catalogue)")
     severity_values = parse_severities(severities)
-    inputs = [p for p in (model, data, model.with_suffix(".json")) if p is not None]
+    check_corruptions(corruption_list, modality_name, data)
+    inputs = input_files(model, data)
     check_output_target(save_grid, inputs, "--save-grid")
     check_output_target(save_heatmap, inputs, "--save-heatmap")
     refuse_with_shard(shard, save_grid=save_grid, save_heatmap=save_heatmap)
@@ -177,10 +198,10 @@ def shift_command(
     result, results = shift_section(run, config)
     if save_grid is not None:
         _grid(save_grid, run.data, config)
-        console.print(f"corruption grid written to {save_grid}")
+        console.print(f"corruption grid written to {save_grid}", markup=False, highlight=False)
     if save_heatmap is not None:
         _heatmap(save_heatmap, result, results, run.data)
-        console.print(f"accuracy-drop heatmap written to {save_heatmap}")
+        console.print(f"accuracy-drop heatmap written to {save_heatmap}", markup=False, highlight=False)
     doc = run.document(
         "shift",
         {**run.config, **config.to_dict()},
@@ -205,10 +226,7 @@ def shift_config(
     """Which table and corruptions: --modality, else the MedMNIST dataset audited."""
     dataset = data.identity.get("name") if data.identity.get("source") == "medmnist" else None
     if dataset is None and modality is None:
-        raise ConfigError(
-            "which corruptions suit your data? give --modality "
-            f"({', '.join(m.value for m in Modality)}) or --dataset for MedMNIST data"
-        )
+        raise _no_modality()
     source = catalogue.params_source(dataset, modality)
     names = (
         tuple(part.strip() for part in corruption_list.split(",") if part.strip())
@@ -232,7 +250,7 @@ def shift_section(run: Prepared, config: ShiftConfig) -> tuple[ShiftResult, dict
     for table in tables.shift_tables(results, f"Shift: {run.data.describe()}"):
         console.print(table)
     for line in results["notes"]:
-        console.print(f"note: {line}", highlight=False)
+        console.print(f"note: {line}", markup=False, highlight=False)
     return result, results
 
 

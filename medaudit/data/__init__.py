@@ -8,7 +8,7 @@ from typing import Any
 
 from medaudit.data.dataset import AuditData, stratified_indices
 from medaudit.data.files import load_image_folder, load_npz
-from medaudit.data.medmnist import load_medmnist
+from medaudit.data.medmnist import dataset_meta, load_medmnist
 from medaudit.errors import ConfigError, DataError
 from medaudit.task import Task
 
@@ -44,8 +44,14 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.dataset and self.data:
             raise ConfigError("give either --dataset or --data, not both")
+        if self.size is not None and (
+            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1
+        ):
+            raise ConfigError(f"--size must be a positive whole number, got {self.size!r}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+        if self.dataset:  # a misspelt name or size fails before the model is loaded
+            dataset_meta(self.dataset, self.size or 28)
 
 
 def load_data(spec: DataSpec) -> AuditData:

@@ -12,6 +12,9 @@ import torch
 from medaudit.errors import DataError
 from medaudit.task import Task
 
+MAX_CLASSES = 100_000
+"""Labels at or above this are refused: they cannot be class indices (and would name that many classes)."""
+
 
 @dataclass(frozen=True)
 class AuditData:
@@ -148,16 +151,30 @@ def to_nchw(images: np.ndarray, where: str) -> torch.Tensor:
             )
     else:
         raise DataError(f"images in {where} have {images.ndim} dimensions: expected 3 or 4")
+    if images.shape[2] < 1 or images.shape[3] < 1:
+        raise DataError(
+            f"images in {where} are {images.shape[2]} x {images.shape[3]} pixels: they have no pixels"
+        )
     if images.dtype == np.uint8:
         return torch.from_numpy(np.ascontiguousarray(images))
     if not np.issubdtype(images.dtype, np.floating):
         raise DataError(f"images in {where} are {images.dtype}: expected uint8 or float in [0, 1]")
-    arr = images.astype(np.float32)
-    if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0:
-        raise DataError(
-            f"float images in {where} must be finite and within [0, 1] "
-            f"(found {np.nanmin(arr):.3g}..{np.nanmax(arr):.3g}): rescale them or save as uint8"
-        )
+    if images.size == 0:
+        return torch.from_numpy(np.ascontiguousarray(images.astype(np.float32)))
+    with np.errstate(all="ignore"):  # NaN, inf and float64 beyond float32 are reported, not warned about
+        finite = np.isfinite(images)
+        if not finite.all():
+            raise DataError(
+                f"float images in {where} must be finite and within [0, 1] "
+                f"({int((~finite).sum())} NaN or infinite values): fix them or save as uint8"
+            )
+        low, high = float(images.min()), float(images.max())
+        if low < 0.0 or high > 1.0:
+            raise DataError(
+                f"float images in {where} must be finite and within [0, 1] "
+                f"(found {low:.3g}..{high:.3g}): rescale them or save as uint8"
+            )
+        arr = images.astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
@@ -187,11 +204,19 @@ def labels_to_tensor(labels: np.ndarray, task: Task, where: str) -> torch.Tensor
             )
     elif labels.ndim != 2:
         raise DataError(f"multi-label labels in {where} must be N x L, got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer) and not np.all(np.equal(np.mod(labels, 1), 0)):
-        raise DataError(f"labels in {where} are not whole numbers: expected class indices")
+    if labels.size:
+        with np.errstate(all="ignore"):  # NaN/inf labels are reported below, not warned about
+            if not np.issubdtype(labels.dtype, np.integer) and not (
+                np.isfinite(labels).all() and np.all(np.equal(np.mod(labels, 1), 0))
+            ):
+                raise DataError(f"labels in {where} are not whole numbers: expected class indices")
+            if labels.min() < 0:
+                raise DataError(f"labels in {where} contain negative values: expected 0..C-1")
+            if labels.max() >= MAX_CLASSES:
+                raise DataError(
+                    f"labels in {where} go up to {labels.max():.0f}: class indices must be below {MAX_CLASSES}"
+                )
     out = torch.from_numpy(labels.astype(np.int64))
-    if len(out) and out.min() < 0:
-        raise DataError(f"labels in {where} contain negative values: expected 0..C-1")
     if not task.single_label and len(out) and out.max() > 1:
         raise DataError(f"multi-label labels in {where} must be 0/1")
     return out

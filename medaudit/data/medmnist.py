@@ -10,8 +10,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medaudit.data.dataset import AuditData, labels_to_tensor, to_nchw
 from medaudit.errors import DataError
 from medaudit.task import Task
@@ -48,7 +46,8 @@ def file_name(flag: str, size: int) -> str:
     return f"{flag}{'' if size == 28 else f'_{size}'}.npz"
 
 
-def _meta(flag: str, size: int) -> dict[str, Any]:
+def dataset_meta(flag: str, size: int) -> dict[str, Any]:
+    """medmnist's INFO entry of a 2D dataset; DataError for an unknown name or size."""
     datasets = info()
     if flag not in datasets:
         raise DataError(f"unknown MedMNIST dataset '{flag}': choose from {', '.join(sorted(datasets))}")
@@ -72,7 +71,7 @@ def sha256_file(path: Path) -> str:
 
 def download(flag: str, size: int, root: Path) -> Path:
     """Fetch one file with its MD5 checked; write atomically so no partial file remains."""
-    url, md5 = _url_and_md5(_meta(flag, size), size)
+    url, md5 = _url_and_md5(dataset_meta(flag, size), size)
     root.mkdir(parents=True, exist_ok=True)
     target = root / file_name(flag, size)
     partial = target.with_suffix(".npz.part")
@@ -104,7 +103,7 @@ def load_medmnist(
     read only the two arrays we need.)
     """
     flag = flag.lower()
-    meta = _meta(flag, size)
+    meta = dataset_meta(flag, size)
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}': choose train, val or test")
     root, how = resolve_root(data_root)
@@ -118,14 +117,19 @@ def load_medmnist(
             )
         path = download(flag, size, root)
     where = str(path)
-    try:
-        with np.load(path) as npz:
-            images = npz[f"{split}_images"]
-            labels = npz[f"{split}_labels"]
-    except KeyError as exc:
-        raise DataError(f"{where} has no {exc}: the file is not in MedMNIST layout") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {where} ({exc}): the file is corrupt; download it again") from None
+    from medaudit.data.files import read_npz_arrays
+
+    def pick(keys: set[str]) -> list[str]:
+        wanted = [f"{split}_images", f"{split}_labels"]
+        missing = [k for k in wanted if k not in keys]
+        if missing:
+            raise DataError(f"{where} has no '{missing[0]}': the file is not in MedMNIST layout")
+        return wanted
+
+    arrays = read_npz_arrays(path, pick, "the file is corrupt; download it again")
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if images.ndim == 0 or labels.ndim == 0 or len(images) != len(labels):
+        raise DataError(f"{where} is not in MedMNIST layout (images {images.shape}, labels {labels.shape})")
     task = Task(meta["task"])
     class_names = tuple(meta["label"][str(i)] for i in range(len(meta["label"])))
     identity = {

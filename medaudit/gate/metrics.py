@@ -134,7 +134,7 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"report {path} is not JSON ({exc.msg}, line {exc.lineno}): give the file written by --json"
         ) from None
-    except (UnicodeDecodeError, OSError) as exc:
+    except (UnicodeDecodeError, OSError, ValueError, RecursionError) as exc:  # huge ints, deep nesting
         raise ConfigError(f"report {path} cannot be read ({exc.__class__.__name__})") from None
     check_report(doc, str(path))
     return doc

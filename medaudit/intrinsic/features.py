@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from medaudit.data import AuditData
-from medaudit.errors import ConfigError, MedauditError
+from medaudit.errors import ConfigError, MedauditError, first_line
 from medaudit.models.formats import ExportedNetwork, FixedBatch
 from medaudit.models.onnx import OrtNetwork
 from medaudit.models.wrapper import AuditModel
@@ -78,11 +78,6 @@ class _Call(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _unwrap(network: nn.Module) -> tuple[nn.Module, int | None]:
@@ -195,7 +190,7 @@ def _torchscript_route(network: torch.jit.ScriptModule, layer: str | None) -> _R
         function = torch._C._create_function_from_graph("medaudit_features", graph)
     except (RuntimeError, AttributeError, TypeError, IndexError) as exc:
         raise ConfigError(
-            f"cannot cut the TorchScript graph at its last linear layer ({_first_line(exc)}): {OTHER_FORMATS}"
+            f"cannot cut the TorchScript graph at its last linear layer ({first_line(exc)}): {OTHER_FORMATS}"
         ) from None
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +198,7 @@ def _torchscript_route(network: torch.jit.ScriptModule, layer: str | None) -> _R
             out = function(network._c, x)
         except RuntimeError as exc:
             raise ConfigError(
-                f"the cut TorchScript graph fails to run ({_first_line(exc)}): {OTHER_FORMATS}"
+                f"the cut TorchScript graph fails to run ({first_line(exc)}): {OTHER_FORMATS}"
             ) from None
         return _as_tensor(out, kind)
 
@@ -267,7 +262,7 @@ def _export_route(network: ExportedNetwork, layer: str | None) -> _Route:
         cut.graph.eliminate_dead_code()
         cut.recompile()
     except (RuntimeError, AttributeError, TypeError, ValueError, AssertionError) as exc:
-        raise ConfigError(f"cannot cut the torch.export graph at {node.name} ({_first_line(exc)})") from None
+        raise ConfigError(f"cannot cut the torch.export graph at {node.name} ({first_line(exc)})") from None
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return _as_tensor(cut(x), node.name)
@@ -367,9 +362,7 @@ def _onnx_route(model: AuditModel, network: OrtNetwork, layer: str | None) -> _R
     try:
         session = ort.InferenceSession(proto.SerializeToString(), providers=_ort_providers(model.device))
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise ConfigError(
-            f"onnxruntime cannot run the graph cut at '{tensor}' ({_first_line(exc)})"
-        ) from None
+        raise ConfigError(f"onnxruntime cannot run the graph cut at '{tensor}' ({first_line(exc)})") from None
     input_name = network.input_name
 
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,15 @@ from medaudit.models.card import InputSpec, ModelCard, read_card
 from medaudit.models.wrapper import AuditModel, ModelInfo
 from medaudit.task import Task
 
-__all__ = ["AuditModel", "InputSpec", "LoadOptions", "bind_model", "load_model", "resolve_device"]
+__all__ = [
+    "AuditModel",
+    "InputSpec",
+    "LoadOptions",
+    "bind_model",
+    "choose_arch",
+    "load_model",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,9 @@ class LoadOptions:
     """Everything the user can say about a model on the command line (flags beat the card)."""
 
     arch: str | None = None
+    """The user's architecture (never the card's: that one is resolved in ``load_model``)."""
+    arch_source: str = "--arch"
+    """How the user gave ``arch``, for messages: "--arch", or e.g. "the audit file's arch"."""
     trust_checkpoint: bool = False
     spec: InputSpec = field(default_factory=InputSpec)
     task: Task | None = None
@@ -40,6 +51,23 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"unknown device '{name}': use auto, cpu or cuda")
     return torch.device(name)
+
+
+def choose_arch(options: LoadOptions, card: ModelCard | None) -> formats.ArchChoice | None:
+    """The user's architecture, else the card's, each labelled with where it came from.
+
+    Nothing is imported here; a card's ``module:factory`` is refused by ``formats.arch_factory``
+    when a state_dict actually needs it (a TorchScript file's card may name one harmlessly).
+    """
+    if options.arch is not None:
+        if not options.arch.strip():
+            raise ConfigError(
+                f"{options.arch_source} is empty: give a built-in name or package.module:factory"
+            )
+        return formats.ArchChoice(options.arch.strip(), label=options.arch_source)
+    if card is not None and card.arch:
+        return formats.ArchChoice.from_card(card.arch, card.path)
+    return None
 
 
 def _count_parameters(network: torch.nn.Module) -> int | None:
@@ -77,7 +105,7 @@ def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
         loaded = formats.Loaded(network=network, format="onnx", spec=spec)
         parameters = sum(int(torch.tensor(i.dims).prod()) for i in graph.graph.initializer)
     else:
-        arch = options.arch or (card.arch if card else None)
+        arch = choose_arch(options, card)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             if fmt == "torchscript":

@@ -10,46 +10,205 @@ from __future__ import annotations
 import torch
 
 from medaudit.data import AuditData
-from medaudit.errors import ModelLoadError, ShapeMismatch
+from medaudit.errors import ModelLoadError, ModelRuntimeError, ShapeMismatch, first_line
 from medaudit.models.onnx import TWIN_TOLERANCE
 from medaudit.models.wrapper import AuditModel
 from medaudit.task import Task
 
 PROBE_SIZE = 64
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+"""Images the model is probed on, spread evenly over the data (not the first ones: class-sorted
+data such as an image folder would give a probe of one class)."""
+RANGE_TOLERANCE = 1e-6
+"""How far outside [0, 1] a probability may stray (float rounding)."""
+SUM_TOLERANCE = 2e-3
+"""How far from 1 a row of probabilities may sum (float32 is ~1e-6; half-precision softmax ~1e-3)."""
+SIGMOID_MIN_ROWS = 8
+"""Sigmoid outputs are only recognised on at least this many probe images."""
+SIGMOID_MIN_SPREAD = 0.5
+"""... and only when they spread over at least this much of [0, 1] (max - min)."""
+CLASS_NAMES_SHOWN = 5
 
 
 def probe(model: AuditModel, x: torch.Tensor) -> torch.Tensor:
-    """Raw network output on a few images, with shape errors made readable."""
+    """Raw network output on a few images. The first forward pass failing is read as the model
+    and the data not fitting (exit 2, with the fix); a wrong output type stays a model error."""
     try:
         with torch.inference_mode():
-            return model.network(model.preprocess(x.to(model.device)))
-    except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
+            return model.run_network(model.network, model.preprocess(x.to(model.device)))
+    except ModelRuntimeError as exc:
+        cause = exc.__cause__
+        if not isinstance(cause, RuntimeError | ValueError | IndexError | AssertionError):
+            raise
         shape = "x".join(str(s) for s in x.shape[1:])
         raise ShapeMismatch(
-            f"the model cannot take the data's {shape} (C x H x W) images ({_first_line(exc)}): "
-            "set --channels/--input-size or a model card to match the model's input"
+            f"the model {model.info.path} cannot take the data's {shape} (C x H x W) images "
+            f"({first_line(cause)}): set --channels/--input-size or a model card to match the model's input"
         ) from None
 
 
+def probe_indices(n: int, size: int = PROBE_SIZE) -> torch.Tensor:
+    """``min(size, n)`` distinct indices spread evenly over ``0..n-1``, first and last included."""
+    if n <= size:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, size, dtype=torch.float64).round().long()
+
+
+def _in_unit_interval(raw: torch.Tensor) -> bool:
+    return raw.numel() > 0 and bool(raw.min() >= -RANGE_TOLERANCE and raw.max() <= 1 + RANGE_TOLERANCE)
+
+
+def _sigmoid_shaped(raw: torch.Tensor, task: Task) -> bool:
+    """Outputs read per column through a sigmoid: multi-label, or one binary column."""
+    return task is Task.MULTI_LABEL or raw.shape[1] == 1
+
+
 def looks_like_probabilities(raw: torch.Tensor, task: Task) -> bool:
-    """Outputs in [0, 1] that sum to 1 per row (or a single column in [0, 1])."""
-    if raw.numel() == 0 or raw.min() < 0 or raw.max() > 1:
+    """Whether the raw outputs on the probe images are certainly probabilities, not logits.
+
+    Every value must lie in [0, 1] on every probe image, and then:
+
+    * softmax (single-label, at least 2 columns): every row sums to 1 (within ``SUM_TOLERANCE``).
+      A row of logits that happens to do so is a coincidence no real model repeats on every row;
+    * sigmoid (multi-label, or a single binary column): at least ``SIGMOID_MIN_ROWS`` probe images
+      and the values spread at least ``SIGMOID_MIN_SPREAD`` (max - min over all of them). One
+      logit per image that stays in [0, 1] is otherwise plausible (an undecided model's logits
+      near 0), and reading such logits as probabilities would flip predictions; a real logit model
+      whose outputs spread that far yet never leave [0, 1] would predict the positive class for
+      every image.
+
+    Anything else counts as logits (see ``_ambiguous`` for the warning on near misses).
+    """
+    if raw.ndim != 2 or not _in_unit_interval(raw):
         return False
-    if task is Task.MULTI_LABEL or raw.shape[1] == 1:
-        return task is not Task.MULTI_LABEL or bool((raw > 0).all() and (raw < 1).all())
-    return bool(torch.allclose(raw.sum(dim=1), torch.ones(len(raw)), atol=1e-4))
+    if _sigmoid_shaped(raw, task):
+        return len(raw) >= SIGMOID_MIN_ROWS and float(raw.max() - raw.min()) >= SIGMOID_MIN_SPREAD
+    return bool(((raw.sum(dim=1) - 1).abs() <= SUM_TOLERANCE).all())
+
+
+def _ambiguous(raw: torch.Tensor, task: Task) -> bool:
+    """Sigmoid-shaped outputs all in [0, 1] that ``looks_like_probabilities`` cannot call."""
+    return _sigmoid_shaped(raw, task) and _in_unit_interval(raw) and not looks_like_probabilities(raw, task)
+
+
+def _decide_outputs(model: AuditModel, raw: torch.Tensor) -> list[str]:
+    """Set ``model.outputs`` from the declaration and the probe; return warnings.
+
+    Conclusive evidence beats the card: a declared "logits" model whose every probe row is a
+    probability distribution is read as probabilities (its logarithm as logits), because reading
+    probabilities as logits silently flattens the loss every attack climbs and skews calibration.
+    A declared "probabilities" model with outputs outside [0, 1] is read as logits.
+    """
+    assert model.task is not None
+    task, declared, n = model.task, model.outputs, len(raw)
+    kind = "sigmoid probabilities" if _sigmoid_shaped(raw, task) else "probability rows summing to 1"
+    where = f"on all {n} probe image{'s' if n != 1 else ''}"
+    fix = 'declare "outputs" in the model card to silence this'
+    if looks_like_probabilities(raw, task):
+        if declared is None:
+            model.outputs = "probabilities"
+            return [
+                f"the model seems to output probabilities, not logits ({kind} {where}): "
+                f"medaudit uses their logarithm as logits ({fix})"
+            ]
+        if declared == "logits":
+            model.outputs = "probabilities"
+            return [
+                f'the model card says "outputs": "logits" but the model returns {kind} {where}: '
+                'medaudit reads them as probabilities (their logarithm as logits); set "outputs": '
+                '"probabilities" in the card'
+            ]
+        return []
+    if declared == "probabilities" and not _in_unit_interval(raw):
+        model.outputs = "logits"
+        low, high = float(raw.min()), float(raw.max())
+        return [
+            f'the model card says "outputs": "probabilities" but the model returns values from '
+            f'{low:.3g} to {high:.3g}: medaudit reads them as logits; set "outputs": "logits" in the card'
+        ]
+    if declared is None and _ambiguous(raw, task):
+        return [
+            f"the model's outputs lie in [0, 1] {where} but are too few or too alike to tell "
+            f"sigmoid probabilities from logits: medaudit reads them as logits ({fix})"
+        ]
+    return []
+
+
+def _names(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:CLASS_NAMES_SHOWN])
+    return shown + (", ..." if len(names) > CLASS_NAMES_SHOWN else "")
+
+
+def _data_count_is_known(data: AuditData) -> bool:
+    """False when the data's class count was only inferred from its labels.
+
+    MedMNIST (its INFO) and image folders (one sub-folder per class) know their classes; an npz
+    without ``class_names`` gets '0'..'C-1' from its largest label, which a test set lacking the
+    last class undercounts.
+    """
+    if data.task is Task.MULTI_LABEL or data.identity.get("source") in ("medmnist", "folder"):
+        return True
+    return data.class_names != tuple(str(i) for i in range(data.num_classes))
+
+
+def _check_class_counts(model: AuditModel, data: AuditData, columns: int) -> list[str]:
+    """Model outputs, card class names and data classes must agree in number; return warnings.
+
+    A single binary column counts as 2 classes (a card may then name 2 classes, or just the
+    positive one). The data's count is an error only where it is known (``_data_count_is_known``);
+    an inferred count below the model's is a warning.
+    """
+    assert model.task is not None
+    single = model.task.single_label
+    outputs = 2 if columns == 1 and single else columns
+    if single and columns == 1 and model.class_names is not None and len(model.class_names) == 1:
+        model.class_names = None  # the positive class only: the data names both
+    card = model.class_names
+    card_part = f"its card names {len(card)} ({_names(card)})" if card else "its card names no classes"
+    if not single:
+        labels = int(data.labels.shape[1])
+        if outputs != labels or (card and len(card) != outputs):
+            raise ShapeMismatch(
+                f"the data has {labels} labels per image but the model outputs {outputs} "
+                f"and {card_part}: use data with the model's labels, or fix the card's class_names"
+            )
+        return []
+    top = int(data.labels.max())
+    count, known = data.num_classes, _data_count_is_known(data)
+    if top >= outputs:
+        raise ShapeMismatch(
+            f"labels go up to {top} but the model has {outputs} classes ({card_part}, the data has "
+            f"{count} ({_names(data.class_names)})): use data with the model's classes"
+        )
+    if (card and len(card) != outputs) or (known and count != outputs):
+        data_part = f"the data has {count} ({_names(data.class_names)})"
+        if not known:
+            data_part = f"the data's labels go up to {top}"
+        hint = "use data with the model's classes"
+        if data.identity.get("source") == "folder":
+            hint += " (give every class a sub-folder, empty if this split has none of it)"
+        raise ShapeMismatch(
+            f"the model outputs {outputs} classes, {card_part} and {data_part}: {hint}, "
+            "or fix the card's class_names"
+        )
+    if not known and count < outputs:
+        return [
+            f"the data names no classes and its labels go up to {top}, but the model outputs "
+            f"{outputs} classes: medaudit takes classes {count}..{outputs - 1} to be absent from "
+            "this data (save class_names in the .npz to have the count checked)"
+        ]
+    return []
 
 
 def bind_model(model: AuditModel, data: AuditData) -> list[str]:
-    """Validate ``model`` on ``data``; set task, class names, outputs; return warnings."""
+    """Validate ``model`` on ``data``; set task, class names, outputs; return warnings.
+
+    Raises ShapeMismatch when the model's outputs, its card's class names and the data's classes
+    disagree in number (a single binary logit counts as 2 classes), and reads probability
+    outputs as documented in ``looks_like_probabilities``.
+    """
     warnings: list[str] = []
     model.preprocess.check(data.channels, data.size)
-    x = data.float_images(0, min(PROBE_SIZE, data.n))
+    x = data.float_at(probe_indices(data.n))
     raw = probe(model, x).float().cpu()
     if raw.ndim == 1:
         raw = raw[:, None]
@@ -57,7 +216,7 @@ def bind_model(model: AuditModel, data: AuditData) -> list[str]:
         raise ShapeMismatch(f"the model returned shape {tuple(raw.shape)}: expected N x classes logits")
     if not torch.isfinite(raw).all():
         raise ModelLoadError(
-            "the model returned NaN or infinite outputs on the first images: check its weights and preprocessing (--mean/--std)"
+            "the model returned NaN or infinite outputs on the probe images: check its weights and preprocessing (--mean/--std)"
         )
     if model.task is not None and model.task.single_label != data.task.single_label:
         raise ShapeMismatch(
@@ -66,23 +225,9 @@ def bind_model(model: AuditModel, data: AuditData) -> list[str]:
     if model.task is None:
         model.task = data.task
     outputs = 2 if raw.shape[1] == 1 and model.task.single_label else raw.shape[1]
-    if model.task.single_label:
-        top = int(data.labels.max())
-        if top >= outputs:
-            raise ShapeMismatch(
-                f"labels go up to {top} but the model has {outputs} classes: use data with the model's classes"
-            )
-    elif outputs != data.labels.shape[1]:
-        raise ShapeMismatch(
-            f"the data has {data.labels.shape[1]} labels per image but the model outputs {outputs}"
-        )
-    if model.outputs is None and looks_like_probabilities(raw, model.task):
-        model.outputs = "probabilities"
-        warnings.append(
-            "the model seems to output probabilities, not logits: medaudit uses their logarithm as logits "
-            '(declare "outputs" in the model card to silence this)'
-        )
-    if model.class_names is None or len(model.class_names) != outputs:
+    warnings.extend(_check_class_counts(model, data, raw.shape[1]))
+    warnings.extend(_decide_outputs(model, raw))
+    if model.class_names is None:
         names = list(data.class_names[:outputs])
         names += [str(i) for i in range(len(names), outputs)]
         model.class_names = tuple(names)
@@ -100,7 +245,7 @@ def _verify_twin(model: AuditModel, x: torch.Tensor) -> list[str]:
         try:
             ours = model.twin(pre).float().cpu()
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            model.info.notes.append(f"black-box only: the converted graph fails to run ({_first_line(exc)})")
+            model.info.notes.append(f"black-box only: the converted graph fails to run ({first_line(exc)})")
             return []
     if ours.shape != theirs.shape:
         model.info.notes.append(

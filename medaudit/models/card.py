@@ -13,11 +13,12 @@ every format of one model. Keys (all optional)::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from medaudit.errors import ConfigError, ModelLoadError
+from medaudit.errors import ConfigError, ModelLoadError, first_line
 from medaudit.task import Task
 
 
@@ -78,15 +79,40 @@ class ModelCard:
     raw: dict[str, Any] | None = None
 
 
-def _floats(value: Any, where: str) -> tuple[float, ...] | None:
+def _short(value: Any) -> str:
+    """A value as the card wrote it, cut to fit in a one-line message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _floats(value: Any, where: str, key: str) -> tuple[float, ...] | None:
     if value is None:
         return None
-    if isinstance(value, int | float):
-        return (float(value),)
-    try:
-        return tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ModelLoadError(f"{where}: mean/std must be numbers or lists of numbers") from None
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    if not values or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise ModelLoadError(
+            f"{where}: preprocessing '{key}' must be a number or a list of numbers, got {_short(value)}"
+        )
+    if not all(math.isfinite(v) for v in values):
+        raise ModelLoadError(f"{where}: preprocessing '{key}' must be finite numbers, got {_short(value)}")
+    return tuple(float(v) for v in values)
+
+
+def _optional_str(doc: dict[str, Any], key: str, where: str) -> str | None:
+    value = doc.get(key)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ModelLoadError(f"{where}: '{key}' must be a non-empty string, got {_short(value)}")
+    return value.strip() if value is not None else None
+
+
+def _class_names(value: Any, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(n, str | int | float) and not isinstance(n, bool) for n in value
+    ):
+        raise ModelLoadError(f"{where}: 'class_names' must be a list of names, got {_short(value)}")
+    return tuple(str(n) for n in value) or None
 
 
 def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
@@ -99,31 +125,42 @@ def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
         raise ModelLoadError(f"{where}: 'preprocessing' must be an object and 'dataset' a name or an object")
     for key in ("channels", "input_size"):
         if pre.get(key) is not None and (isinstance(pre[key], bool) or not isinstance(pre[key], int)):
-            raise ModelLoadError(f"{where}: preprocessing '{key}' must be a whole number, got {pre[key]!r}")
+            raise ModelLoadError(
+                f"{where}: preprocessing '{key}' must be a whole number, got {_short(pre[key])}"
+            )
     if isinstance(dataset, str):
         dataset = {"name": dataset}
+    dataset = dataset or {}
+    dataset_name = _optional_str(dataset, "name", f"{where}: dataset")
+    dataset_size = dataset.get("size")
+    if dataset_size is not None and (
+        isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1
+    ):
+        raise ModelLoadError(
+            f"{where}: dataset 'size' must be a positive whole number, got {_short(dataset_size)}"
+        )
+    task_name = _optional_str(doc, "task", where)
     try:
         spec = InputSpec(
             channels=pre.get("channels"),
             input_size=pre.get("input_size"),
-            mean=_floats(pre.get("mean"), where),
-            std=_floats(pre.get("std"), where),
+            mean=_floats(pre.get("mean"), where, "mean"),
+            std=_floats(pre.get("std"), where, "std"),
         )
-        task = Task.parse(doc["task"]) if doc.get("task") else None
+        task = Task.parse(task_name) if task_name else None
     except ConfigError as exc:
         raise ModelLoadError(f"{where}: {exc}") from None
     outputs = doc.get("outputs")
     if outputs not in (None, "logits", "probabilities"):
         raise ModelLoadError(f"{where}: 'outputs' must be 'logits' or 'probabilities'")
-    names = doc.get("class_names")
     return ModelCard(
         spec=spec,
         task=task,
-        class_names=tuple(str(n) for n in names) if names else None,
+        class_names=_class_names(doc.get("class_names"), where),
         outputs=outputs,
-        arch=doc.get("arch"),
-        dataset=(dataset or {}).get("name"),
-        dataset_size=(dataset or {}).get("size"),
+        arch=_optional_str(doc, "arch", where),
+        dataset=dataset_name,
+        dataset_size=dataset_size,
         path=where,
         raw=doc,
     )
@@ -139,7 +176,13 @@ def read_card(model_path: Path) -> ModelCard | None:
     if not path.is_file():
         return None
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"model card {path} is not valid JSON ({exc}): fix or remove it") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"cannot read model card {path} ({first_line(exc)}): fix or remove it") from None
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError; deep nesting recurses
+        raise ModelLoadError(
+            f"model card {path} is not valid JSON ({first_line(exc)}): fix or remove it"
+        ) from None
     return card_from_dict(doc, str(path))

@@ -2,15 +2,22 @@
 
 No code from a file runs before we know it is safe: pickled whole modules are
 refused unless ``--trust-checkpoint`` is given (``weights_only=True`` loading
-rejects them without executing anything).
+rejects them without executing anything), and a model card may name only a
+built-in architecture: a ``package.module:factory`` imports and runs Python code,
+so it must come from the user (``--arch`` or the audit file), never from a file
+that travels with the model.
 """
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import inspect
+import logging
 import pickle
 import warnings
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +25,38 @@ from typing import Any
 import torch
 from torch import nn
 
-from medaudit.errors import ConfigError, ModelLoadError
+from medaudit.errors import ConfigError, ModelLoadError, first_line
 from medaudit.models.archs import architectures
 from medaudit.models.card import InputSpec
 from medaudit.registry import import_object
 
 # torch.save's legacy (non-zip) files start with this pickled magic number.
 LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8"
+
+
+@dataclass(frozen=True)
+class ArchChoice:
+    """An architecture name and who chose it: error messages name the source, and only the
+    user (not a card) may choose a ``package.module:factory``, which runs Python code."""
+
+    name: str
+    label: str = "--arch"
+    """How the user gave it: ``--arch`` (command line), or e.g. "the audit file's arch"."""
+    card: str | None = None
+    """The card's path when the card chose it."""
+
+    @classmethod
+    def from_card(cls, name: str, card: str | None) -> ArchChoice:
+        return cls(name=name, label="the card's arch", card=card or "the model card")
+
+    @property
+    def is_code(self) -> bool:
+        """A user factory (imported and called), not a built-in name."""
+        return ":" in self.name
+
+    def describe(self) -> str:
+        """'--arch X' when typed as that flag, else e.g. "the card's arch 'X'"."""
+        return f"--arch {self.name}" if self.label == "--arch" else f"{self.label} '{self.name}'"
 
 
 @dataclass
@@ -46,11 +78,18 @@ def detect_format(path: Path) -> str:
         raise ModelLoadError(f"{path} is a folder: give the model file itself")
     if path.suffix.lower() == ".onnx":
         return "onnx"
-    if zipfile.is_zipfile(path):
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError:
+        is_zip = False  # unreadable: the open() below says why
+    if is_zip:
         try:
-            names = zipfile.ZipFile(path).namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ModelLoadError(f"{path} is a damaged archive ({exc}): save the model again") from None
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except Exception as exc:  # zipfile raises BadZipFile, UnicodeDecodeError, NotImplementedError...
+            raise ModelLoadError(
+                f"{path} is a damaged archive ({first_line(exc)}): save the model again"
+            ) from None
         if any("/code/" in n for n in names):
             return "torchscript"
         if any(n.endswith("archive_format") or "/models/" in n for n in names):
@@ -58,8 +97,13 @@ def detect_format(path: Path) -> str:
         if any(n.endswith("data.pkl") for n in names):
             return "torch-save"
         raise ModelLoadError(f"{path} is a zip archive but not a PyTorch model: check the file")
-    with open(path, "rb") as handle:
-        head = handle.read(len(LEGACY_TORCH_MAGIC))
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(LEGACY_TORCH_MAGIC))
+    except OSError as exc:
+        raise ModelLoadError(
+            f"cannot read {path} ({first_line(exc)}): check the file's permissions"
+        ) from None
     if head == LEGACY_TORCH_MAGIC:
         return "torch-save"
     if path.suffix.lower() in (".pt", ".pth", ".pt2", ".ckpt", ".bin"):
@@ -76,18 +120,48 @@ def load_torchscript(path: Path) -> Loaded:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             network = torch.jit.load(str(path), map_location="cpu")
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load TorchScript file {path} ({first}): save it again") from None
+    except Exception as exc:  # a damaged archive fails in many ways (RuntimeError, UnicodeDecodeError...)
+        raise ModelLoadError(
+            f"cannot load TorchScript file {path} ({first_line(exc)}): save it again"
+        ) from None
     return Loaded(network=network, format="torchscript")
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
+
+
+@contextlib.contextmanager
+def _captured_logger(name: str) -> Iterator[_Collect]:
+    """Keep a logger's records off stderr and collect the exceptions they carry."""
+    logger = logging.getLogger(name)
+    saved = logger.handlers[:], logger.propagate
+    collect = _Collect()
+    logger.handlers, logger.propagate = [collect], False
+    try:
+        yield collect
+    finally:
+        logger.handlers, logger.propagate = saved
 
 
 def load_export(path: Path) -> Loaded:
     """A ``torch.export`` archive; its example input gives channels and size."""
-    try:
-        program = torch.export.load(str(path))
-    except (RuntimeError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"cannot load torch.export archive {path} ({exc}): export it again") from None
+    # torch.export logs a whole traceback, then raises "check the warnings above": keep the
+    # logged error for the message and the traceback off stderr
+    with _captured_logger("torch.export") as logged:
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # a damaged archive fails in many ways (RuntimeError, KeyError...)
+            cause = logged.errors[0] if logged.errors else exc
+            raise ModelLoadError(
+                f"cannot load torch.export archive {path} ({first_line(cause)}): export it again"
+            ) from None
     user_inputs = set(program.graph_signature.user_inputs)
     shapes = [
         node.meta["val"].shape
@@ -132,7 +206,7 @@ def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
             if isinstance(obj.get(key), dict):
                 obj = obj[key]
                 break
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
             return {k.removeprefix("module."): v for k, v in obj.items()}
     return None
 
@@ -149,27 +223,64 @@ def _shape_hints(state: dict[str, torch.Tensor]) -> dict[str, int]:
     return hints
 
 
-def build_arch(arch: str, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Call a built-in or user factory with the kwargs it accepts, then load weights."""
-    factory = import_object(arch) if ":" in arch else architectures.get(arch)
+def arch_factory(choice: ArchChoice) -> Callable[..., object]:
+    """The factory ``choice`` names. A card's ``module:factory`` is refused before any import."""
+    builtins = ", ".join(architectures.names())
+    if choice.is_code:
+        if choice.card is not None:
+            raise ModelLoadError(
+                f"the card {choice.card} names arch '{choice.name}', a Python factory; a card may only name "
+                f"built-in architectures ({builtins}) because importing a module from beside the model runs "
+                f"its code: pass --arch {choice.name} (or arch in the audit file's [model] section) "
+                "if you trust that code"
+            )
+        factory = import_object(choice.name)
+    else:
+        if choice.name not in architectures:
+            close = difflib.get_close_matches(choice.name, architectures.names(), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            where = f" in {choice.card}" if choice.card else ""
+            raise ConfigError(
+                f"{choice.describe()}{where} is not a built-in architecture.{hint} Choose from: {builtins}; "
+                "or pass --arch package.module:factory"
+            )
+        factory = architectures.get(choice.name)
     if not callable(factory):
-        raise ConfigError(f"--arch {arch} is not callable: name a function or class")
+        raise ConfigError(f"{choice.describe()} is not callable: name a function or class")
+    return factory
+
+
+def build_arch(choice: ArchChoice | str, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Call a built-in or user factory with the kwargs it accepts, then load weights."""
+    if isinstance(choice, str):
+        choice = ArchChoice(choice)
+    factory = arch_factory(choice)
+    what = choice.describe()
     hints = _shape_hints(state)
     try:
         accepted = inspect.signature(factory).parameters
         kwargs = {k: v for k, v in hints.items() if k in accepted}
     except (TypeError, ValueError):
         kwargs = {}
-    network = factory(**kwargs)
+    try:
+        network = factory(**kwargs)
+    except Exception as exc:  # the factory is the user's code, or a built-in fed the checkpoint's shapes
+        called = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        raise ConfigError(
+            f"{what} raised {type(exc).__name__} when called{f' with {called}' if called else ''}: "
+            f"{first_line(exc)}"
+        ) from None
     if not isinstance(network, nn.Module):
-        raise ConfigError(f"--arch {arch} returned {type(network).__name__}, not a torch nn.Module")
+        raise ConfigError(f"{what} returned {type(network).__name__}, not a torch nn.Module")
     try:
         result = network.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches are raised, not returned
+    except Exception as exc:  # shape mismatches are raised, not returned; user modules may raise anything
+        if not isinstance(exc, RuntimeError) and not choice.is_code:
+            raise
         first = str(exc).strip().splitlines()
         detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
         raise ModelLoadError(
-            f"the checkpoint does not fit --arch {arch} ({detail[:160]}): choose the architecture it was trained with"
+            f"the checkpoint does not fit {what} ({detail[:160]}): choose the architecture it was trained with"
         ) from None
     problems = []
     if result.missing_keys:
@@ -178,13 +289,15 @@ def build_arch(arch: str, state: dict[str, torch.Tensor]) -> nn.Module:
         problems.append(f"unexpected {', '.join(result.unexpected_keys[:3])}")
     if problems:
         raise ModelLoadError(
-            f"the checkpoint does not fit --arch {arch} ({'; '.join(problems)}): choose the architecture it was trained with"
+            f"the checkpoint does not fit {what} ({'; '.join(problems)}): choose the architecture it was trained with"
         )
     return network
 
 
-def load_torch_save(path: Path, arch: str | None, trust_checkpoint: bool) -> Loaded:
+def load_torch_save(path: Path, arch: ArchChoice | str | None, trust_checkpoint: bool) -> Loaded:
     """A ``torch.save`` file: a state_dict (needs an architecture) or a pickled module."""
+    if isinstance(arch, str):
+        arch = ArchChoice(arch)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -195,8 +308,10 @@ def load_torch_save(path: Path, arch: str | None, trust_checkpoint: bool) -> Loa
                 "or pass --trust-checkpoint if you trust where it came from"
             ) from None
         return _load_trusted(path)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"cannot read {path} ({exc}): the file is corrupt or truncated") from None
+    except Exception as exc:  # weights_only loading runs no code; a damaged file fails in many ways
+        raise ModelLoadError(
+            f"cannot read {path} ({first_line(exc)}): the file is corrupt or truncated"
+        ) from None
     state = _unwrap_state_dict(obj)
     if state is None:
         raise ModelLoadError(
@@ -208,10 +323,9 @@ def load_torch_save(path: Path, arch: str | None, trust_checkpoint: bool) -> Loa
             "or --arch package.module:factory"
         )
     network = build_arch(arch, state)
-    hints = _shape_hints(state)
-    return Loaded(
-        network=network, format="state_dict", spec=InputSpec(channels=hints.get("in_channels")), arch=arch
-    )
+    channels = _shape_hints(state).get("in_channels")
+    channels = channels if channels in (1, 3) else None
+    return Loaded(network=network, format="state_dict", spec=InputSpec(channels=channels), arch=arch.name)
 
 
 def _load_trusted(path: Path) -> Loaded:
@@ -219,7 +333,12 @@ def _load_trusted(path: Path) -> Loaded:
         obj = torch.load(str(path), map_location="cpu", weights_only=False)
     except (AttributeError, ModuleNotFoundError) as exc:
         raise ModelLoadError(
-            f"cannot unpickle {path} ({exc}): the code that defined the model must be importable"
+            f"cannot unpickle {path} ({first_line(exc)}): the code that defined the model must be importable"
+        ) from None
+    except Exception as exc:  # the user trusted the file; what its unpickling runs may raise anything
+        raise ModelLoadError(
+            f"unpickling {path} raised {type(exc).__name__} ({first_line(exc)}): the file is damaged, "
+            "or the code it calls failed"
         ) from None
     if isinstance(obj, nn.Module):
         return Loaded(network=obj, format="pickled-module")

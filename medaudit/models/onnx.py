@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medaudit.errors import ModelLoadError
+from medaudit.errors import ModelLoadError, first_line
 from medaudit.models.card import ModelCard, card_from_dict
 
 TWIN_TOLERANCE = 1e-3  # max |logit difference| twin vs onnxruntime, relative to the logit scale
@@ -31,8 +31,13 @@ class OrtNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        out = self.session.run(None, {self.input_name: array})[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32)).to(x.device)
+        outputs = self.session.run(None, {self.input_name: array})
+        if len(outputs) != 1:  # the wrapper refuses a tuple with the model's name
+            return tuple(torch.from_numpy(np.asarray(o)) for o in outputs)  # type: ignore[return-value]
+        out = np.asarray(outputs[0])
+        if not np.issubdtype(out.dtype, np.floating):
+            return torch.from_numpy(out)  # integer labels: refused by the wrapper, not cast to logits
+        return torch.from_numpy(out.astype(np.float32, copy=False)).to(x.device)
 
 
 def read_onnx(path: Path) -> Any:
@@ -52,8 +57,13 @@ def read_onnx(path: Path) -> Any:
 def input_shape(model: Any) -> list[int | None]:
     """The first non-initializer input's dims (None where symbolic)."""
     initializers = {i.name for i in model.graph.initializer}
-    graph_input = next(i for i in model.graph.input if i.name not in initializers)
-    return [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+    graph_input = next((i for i in model.graph.input if i.name not in initializers), None)
+    if graph_input is None:
+        raise ModelLoadError("the ONNX graph has no input besides its weights: export the model again")
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+        for d in graph_input.type.tensor_type.shape.dim
+    ]
 
 
 def card_from_metadata(model: Any, where: str) -> ModelCard | None:
@@ -61,9 +71,12 @@ def card_from_metadata(model: Any, where: str) -> ModelCard | None:
     props = {p.key: p.value for p in model.metadata_props}
     if "medaudit_card" in props:
         try:
-            return card_from_dict(json.loads(props["medaudit_card"]), f"{where} metadata")
-        except json.JSONDecodeError:
-            raise ModelLoadError(f"{where}: metadata 'medaudit_card' is not JSON") from None
+            doc = json.loads(props["medaudit_card"])
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise ModelLoadError(
+                f"{where}: metadata 'medaudit_card' is not valid JSON ({first_line(exc)}): export the card again"
+            ) from None
+        return card_from_dict(doc, f"{where} metadata")
     loose: dict[str, Any] = {}
     pre = {}
     try:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medaudit.errors import ShapeMismatch
+from medaudit.errors import MedauditError, ModelRuntimeError, ShapeMismatch, what_raised
 from medaudit.models.card import InputSpec
 from medaudit.task import Task
 
@@ -33,6 +33,14 @@ class ModelInfo:
     dataset_size: int | None = None
     notes: list[str] = field(default_factory=list)
     twin_max_abs_diff: float | None = None
+
+
+def _what_it_raised(exc: Exception) -> str:
+    """'Type: first line'; a TorchScript error's own exception is on its last line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if isinstance(exc, torch.jit.Error) and len(lines) > 1:
+        return lines[-1][:200]  # e.g. 'RuntimeError: ...' from the scripted code
+    return what_raised(exc)
 
 
 class Preprocess(nn.Module):
@@ -141,14 +149,39 @@ class AuditModel(nn.Module):
             raw = torch.cat([-raw / 2, raw / 2], dim=1)
         return raw
 
+    def run_network(self, network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The user's network on preprocessed ``x``; whatever it raises or returns wrongly
+        becomes a ModelRuntimeError naming the model (exit 3), not a medaudit crash."""
+        try:
+            out = network(x)
+        except MedauditError:
+            raise
+        except Exception as exc:
+            detail = _what_it_raised(exc)
+            hint = " (lower --batch-size)" if isinstance(exc, torch.OutOfMemoryError) else ""
+            raise ModelRuntimeError(
+                f"the model {self.info.path} raised {detail} on a batch of {len(x)} images{hint}"
+            ) from exc
+        if not isinstance(out, torch.Tensor):
+            raise ModelRuntimeError(
+                f"the model {self.info.path} returned a {type(out).__name__}, not a tensor of logits: "
+                "export a model whose forward returns one N x classes tensor"
+            )
+        if not out.is_floating_point():
+            raise ModelRuntimeError(
+                f"the model {self.info.path} returned {out.dtype} values, not float logits: "
+                "export the network before any argmax or label output"
+            )
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         network = self.twin if self.twin_verified else self.network
-        return self.adapt(network(self.preprocess(x)))
+        return self.adapt(self.run_network(network, self.preprocess(x)))
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits without gradients, through the fastest backend (onnxruntime for ONNX)."""
-        return self.adapt(self.network(self.preprocess(x)))
+        return self.adapt(self.run_network(self.network, self.preprocess(x)))
 
     def describe(self) -> dict[str, Any]:
         """Everything ``medaudit info`` shows and the JSON records."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from medaudit.attacks.sweep import AttackResult
 from medaudit.data import AuditData
+from medaudit.report.atomic import write_atomic
 
 GRID_ROWS = 8
 TILE = 112
@@ -20,18 +22,19 @@ def save_adversarial(path: Path, result: AttackResult, data: AuditData) -> None:
     ``attacks`` (names)."""
     assert result.adversarial is not None, "run_attacks(keep_adversarial=True) first"
     eps = [o.eps for o in result.outcomes]
-    # through a file handle: given a bare path, numpy would append ".npz" to the name
-    with open(path, "wb") as handle:
-        np.savez_compressed(
-            handle,
-            eps=np.array(eps, dtype=np.float64),
-            attacks=np.array(result.config.attacks),
-            labels=data.labels.numpy(),
-            clean_predictions=_predict(result.clean_logits, result),
-            adv_images=np.stack([result.adversarial[e].numpy().astype(np.float32) for e in eps]),
-            adv_predictions=np.stack([_predict(o.adv_logits, result) for o in result.outcomes]),
-            broken_by=np.stack([o.broken_by for o in result.outcomes]),
-        )
+    # through a buffer: given a bare path, numpy would append ".npz" to the name
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        eps=np.array(eps, dtype=np.float64),
+        attacks=np.array(result.config.attacks),
+        labels=data.labels.numpy(),
+        clean_predictions=_predict(result.clean_logits, result),
+        adv_images=np.stack([result.adversarial[e].numpy().astype(np.float32) for e in eps]),
+        adv_predictions=np.stack([_predict(o.adv_logits, result) for o in result.outcomes]),
+        broken_by=np.stack([o.broken_by for o in result.outcomes]),
+    )
+    write_atomic(path, buffer.getvalue())
 
 
 def _predict(logits: torch.Tensor, result: AttackResult) -> np.ndarray:

@@ -2,6 +2,9 @@
 
 Each gate rule (or compared metric) becomes one JUnit test case, so a CI server
 shows a failed release gate as failed tests with the reason in the message.
+
+Paths, names and metric keys come from the user's files: they pass through ``report.escaping``
+(Markdown code spans, XML-valid text, rich ``Text``) wherever they enter an output.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from rich.table import Table
 
 from medaudit.gate.compare import Row
 from medaudit.gate.metrics import EPS, HEADLINE, extract_metrics, split_key
-from medaudit.gate.policy import Verdict
+from medaudit.gate.policy import OPS, Verdict
 from medaudit.report.atomic import write_atomic
+from medaudit.report.escaping import md_code, md_text, rich_text, xml_text
 
 
 class Case(Protocol):
@@ -34,9 +38,14 @@ class Case(Protocol):
 
 
 def junit_xml(cases: Sequence[Case], suite_name: str) -> str:
-    """A JUnit XML document: one testcase per case, <failure> for failed, <skipped> for not gated."""
+    """A JUnit XML document: one testcase per case, <failure> for failed, <skipped> for not gated.
+
+    Names and messages can carry text from the user's files (a policy's file name, a report's
+    values): characters XML 1.0 cannot hold are written as escapes, so the file always parses.
+    """
     failures = sum(1 for c in cases if c.passed is False)
     skipped = sum(1 for c in cases if c.passed is None)
+    suite_name = xml_text(suite_name)
     root = ET.Element("testsuites", name=suite_name, tests=str(len(cases)), failures=str(failures))
     suite = ET.SubElement(
         root,
@@ -48,14 +57,15 @@ def junit_xml(cases: Sequence[Case], suite_name: str) -> str:
         skipped=str(skipped),
     )
     for case in cases:
-        element = ET.SubElement(suite, "testcase", classname=suite_name, name=case.name)
+        message = xml_text(case.message)
+        element = ET.SubElement(suite, "testcase", classname=suite_name, name=xml_text(case.name))
         if case.passed is False:
-            failure = ET.SubElement(element, "failure", message=case.message, type="GateFailure")
-            failure.text = case.message
+            failure = ET.SubElement(element, "failure", message=message, type="GateFailure")
+            failure.text = message
         elif case.passed is None:
-            ET.SubElement(element, "skipped", message=case.message or "not gated")
+            ET.SubElement(element, "skipped", message=message or "not gated")
         else:
-            ET.SubElement(element, "system-out").text = case.message
+            ET.SubElement(element, "system-out").text = message
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -73,27 +83,30 @@ def fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.4g}" if signed else f"{value:.4g}"
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def _model_line(doc: dict[str, Any]) -> str:
     model = doc.get("model") or {}
-    if not model:
+    if not isinstance(model, dict) or not model:
         return "model: -"
-    sha = (model.get("sha256") or "")[:12]
-    return f"model: `{model.get('path', '-')}` ({model.get('format', '?')}{', sha256 ' + sha if sha else ''})"
+    sha = str(model.get("sha256") or "")[:12]
+    details = md_text(model.get("format", "?")) + (f", sha256 {md_text(sha)}" if sha else "")
+    return f"model: {md_code(model.get('path', '-'))} ({details})"
 
 
 def _data_line(doc: dict[str, Any]) -> str:
     data = doc.get("data") or {}
-    if not data:
+    if not isinstance(data, dict) or not data:
         return "data: -"
     if data.get("name"):
-        what = f"{data['name']} {data.get('size', '?')} px, {data.get('split', '?')} split"
+        size, split = md_text(data.get("size", "?")), md_text(data.get("split", "?"))
+        what = f"{md_text(data['name'])} {size} px, {split} split"
     else:
-        what = f"`{data.get('path', '-')}`"
-    return f"data: {what}, n = {data.get('n', '?')}"
+        what = md_code(data.get("path", "-"))
+    return f"data: {what}, n = {md_text(data.get('n', '?'))}"
+
+
+def _md_op(op: str) -> str:
+    """A rule's operator: one of the policy's own (``>=`` …) as is, anything else as code."""
+    return op if op in OPS else md_code(op, table=True)
 
 
 def _headline_rows(doc: dict[str, Any]) -> list[tuple[str, float]]:
@@ -115,16 +128,20 @@ def markdown_summary(
     status = "✅ passed" if not failed else f"❌ failed ({len(failed)} of {len(verdicts)} rules)"
     lines = [f"### medaudit gate: {status}", ""]
     for doc in docs:
-        lines += [f"- {_model_line(doc)}", f"- {_data_line(doc)}", f"- report: `{doc.get('command', '?')}`"]
+        lines += [
+            f"- {_model_line(doc)}",
+            f"- {_data_line(doc)}",
+            f"- report: {md_code(doc.get('command', '?'))}",
+        ]
     headline = [row for doc in docs for row in _headline_rows(doc)]
     if headline:
         lines += ["", "| metric | value |", "|---|---:|"]
-        lines += [f"| `{key}` | {fmt(value)} |" for key, value in headline]
+        lines += [f"| {md_code(key, table=True)} | {fmt(value)} |" for key, value in headline]
     if verdicts:
         lines += ["", "| | rule | value | threshold |", "|---|---|---:|---:|"]
         for v in verdicts:
             mark = "✅" if v.passed else "❌"
-            rule = _md_cell(f"`{v.metric}` {v.op}")
+            rule = f"{md_code(v.metric, table=True)} {_md_op(v.op)}"
             lines.append(f"| {mark} | {rule} | {fmt(v.value)} | {v.threshold:g} |")
     return "\n".join(lines) + "\n"
 
@@ -147,8 +164,8 @@ def compare_markdown(baseline: dict[str, Any], candidate: dict[str, Any], rows: 
         mark = {True: "✅", False: "❌", None: "➖"}[r.passed]
         allowed = "-" if r.allowed is None else f"{r.allowed:g}"
         lines.append(
-            f"| {mark} | `{r.metric}` | {fmt(r.baseline)} | {fmt(r.candidate)} | "
-            f"{fmt(r.difference, signed=True)} | {r.direction} | {allowed} |"
+            f"| {mark} | {md_code(r.metric, table=True)} | {fmt(r.baseline)} | {fmt(r.candidate)} | "
+            f"{fmt(r.difference, signed=True)} | {md_text(r.direction, table=True)} | {allowed} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -157,8 +174,11 @@ def compare_markdown(baseline: dict[str, Any], candidate: dict[str, Any], rows: 
 
 
 def gate_table(verdicts: Sequence[Verdict], title: str = "Release gate") -> Table:
-    """Rule, value, threshold and verdict per gate rule; failures in red."""
-    table = Table(title=title, title_justify="left")
+    """Rule, value, threshold and verdict per gate rule; failures in red.
+
+    ``title`` and metric names are plain text (shown literally, never parsed as rich markup).
+    """
+    table = Table(title=rich_text(title, "table.title"), title_justify="left")
     table.add_column("metric")
     table.add_column("rule", justify="center")
     table.add_column("threshold", justify="right")
@@ -167,13 +187,21 @@ def gate_table(verdicts: Sequence[Verdict], title: str = "Release gate") -> Tabl
     for v in verdicts:
         verdict = "[green]pass[/]" if v.passed else "[bold red]FAIL[/]"
         value = fmt(v.value) if not math.isnan(v.value) else "[red]null[/]"
-        table.add_row(v.metric, v.op, f"{v.threshold:g}", value, verdict)
+        table.add_row(rich_text(v.metric), rich_text(v.op), f"{v.threshold:g}", value, verdict)
     return table
 
 
 def compare_table(rows: Sequence[Row], title: str = "Baseline vs candidate") -> Table:
-    """Side by side: baseline, candidate, difference, which way is better, allowance, verdict."""
-    table = Table(title=title, title_justify="left", caption=_COMPARE_CAPTION, caption_justify="left")
+    """Side by side: baseline, candidate, difference, which way is better, allowance, verdict.
+
+    ``title``, metric names and notes are plain text (never parsed as rich markup).
+    """
+    table = Table(
+        title=rich_text(title, "table.title"),
+        title_justify="left",
+        caption=_COMPARE_CAPTION,
+        caption_justify="left",
+    )
     table.add_column("metric", no_wrap=True)
     for header in ("baseline", "candidate", "Δ"):
         table.add_column(header, justify="right", no_wrap=True)
@@ -187,14 +215,14 @@ def compare_table(rows: Sequence[Row], title: str = "Baseline vs candidate") -> 
         allowed = "-" if r.allowed is None else f"{r.allowed:g}"
         note = "; ".join(_SHORT_NOTES.get(n, n) for n in r.notes)
         table.add_row(
-            r.metric,
+            rich_text(r.metric),
             fmt(r.baseline),
             fmt(r.candidate),
             fmt(r.difference, signed=True),
-            arrows[r.direction],
+            arrows.get(r.direction) or rich_text(r.direction),
             allowed,
             styles[r.passed],
-            note,
+            rich_text(note),
         )
     return table
 

@@ -1,12 +1,16 @@
-"""Rich tables for ``medaudit confounders``: the ranking first (what to worry about), then the detail."""
+"""Rich tables for ``medaudit confounders``: the ranking first (what to worry about), then the detail.
+
+Titles and strings from the user's files (class names, metadata groups, attribute names) go in as
+``rich.text.Text`` (``escaping.rich_text``): never parsed as markup. Callers pass titles unescaped.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
+from medaudit.report.escaping import rich_text as _t
 from medaudit.report.tables import _fmt
 
 VERDICT_STYLE = {"sensitive": "red", "mildly sensitive": "yellow", "insensitive": "green"}
@@ -25,7 +29,7 @@ def artifact_list_table(entries: list[tuple[str, str]]) -> Table:
     table.add_column("artifact")
     table.add_column("description")
     for name, description in entries:
-        table.add_row(name, escape(description))
+        table.add_row(_t(name), _t(description))
     return table
 
 
@@ -33,7 +37,9 @@ def confounder_tables(results: dict[str, Any], title: str) -> list[Table]:
     """Ranking (artifact, worst flip rate, worst reversed AUC drop, verdict) and artifact x strength detail."""
     sensitive, mild = results["thresholds"]["sensitive"], results["thresholds"]["mild"]
     clean = results["clean"]
-    ranking = Table(title=f"{title}: artifacts ranked by sensitivity", title_justify="left")
+    ranking = Table(
+        title=_t(f"{title}: artifacts ranked by sensitivity", "table.title"), title_justify="left"
+    )
     for column, justify in (
         ("artifact", "left"),
         ("worst flip rate", "right"),
@@ -44,15 +50,16 @@ def confounder_tables(results: dict[str, Any], title: str) -> list[Table]:
     for row in results["ranking"]:
         style = VERDICT_STYLE[row["verdict"]]
         ranking.add_row(
-            row["artifact"],
+            _t(row["artifact"]),
             _styled(row["worst_flip_rate"], _fmt(row["worst_flip_rate"], 3), sensitive, mild),
             _styled(row["worst_auc_drop_reversed"], _fmt(row["worst_auc_drop_reversed"], 3), sensitive, mild),
-            f"[{style}]{escape(row['summary'])}[/]",
+            _t(row["summary"], style),
         )
-    ranking.caption = (
+    ranking.caption = _t(
         f"n = {clean['n']}; clean accuracy {_fmt(clean['accuracy'], 3)}, AUC {_fmt(clean['auc'], 3)}; "
-        f"reversed: artifact on images not of class '{escape(results['positive_class'])}' only; "
-        f"red ≥ {sensitive:g}, yellow ≥ {mild:g}"
+        f"reversed: artifact on images not of class '{results['positive_class']}' only; "
+        f"red ≥ {sensitive:g}, yellow ≥ {mild:g}",
+        "table.caption",
     )
     detail = Table(title="Artifact x strength (worst position for tag/patch)", title_justify="left")
     for column in ("artifact", "strength", "position", "flip rate", "accuracy", "AUC", "reversed AUC"):
@@ -65,9 +72,9 @@ def confounder_tables(results: dict[str, Any], title: str) -> list[Table]:
     for (name, strength), record in worst.items():
         reversed_auc = _fmt(record["auc_reversed"], 3)
         detail.add_row(
-            name,
+            _t(name),
             f"{strength:g}",
-            record["position"] or "-",
+            _t(record["position"] or "-"),
             _styled(record["flip_rate"], _fmt(record["flip_rate"], 3), sensitive, mild),
             _fmt(record["accuracy"], 3),
             _fmt(record["auc"], 3),
@@ -80,8 +87,8 @@ def confounder_tables(results: dict[str, Any], title: str) -> list[Table]:
             positions.add_column(column, justify="right" if column.startswith("worst") else "left")
         for row in results["by_position"]:
             positions.add_row(
-                row["artifact"],
-                row["position"],
+                _t(row["artifact"]),
+                _t(row["position"]),
                 _styled(row["worst_flip_rate"], _fmt(row["worst_flip_rate"], 3), sensitive, mild),
                 _styled(
                     row["worst_auc_drop_reversed"], _fmt(row["worst_auc_drop_reversed"], 3), sensitive, mild
@@ -101,14 +108,14 @@ def _with_ci(value: float | None, ci: list[float] | None) -> str:
 def subgroup_table(results: dict[str, Any], title: str) -> Table:
     """One row per group (metric with its interval), then one gap row per metric: where the model is worse."""
     metrics = ("accuracy", "balanced_accuracy", "auc")
-    table = Table(title=f"{title}: by {escape(results['attribute'])}", title_justify="left")
+    table = Table(title=_t(f"{title}: by {results['attribute']}", "table.title"), title_justify="left")
     table.add_column("group")
     table.add_column("n", justify="right")
     for column in ("accuracy", "balanced accuracy", "AUC"):
         table.add_column(column, justify="right")
     for row in results["groups"]:
         table.add_row(
-            escape(row["group"]),
+            _t(row["group"]),
             str(row["n"]),
             *(_with_ci(row[m], row[f"{m}_ci"]) for m in metrics),
         )
@@ -118,20 +125,22 @@ def subgroup_table(results: dict[str, Any], title: str) -> Table:
         cells = ["-"] * len(metrics)
         if gap["value"] is not None:
             cells[metrics.index(metric)] = f"[bold]{_with_ci(gap['value'], gap['ci'])}[/]"
-            label = f"gap {metric.replace('_', ' ')}: {escape(gap['largest_group'])} - {escape(gap['smallest_group'])}"
+            label = f"gap {metric.replace('_', ' ')}: {gap['largest_group']} - {gap['smallest_group']}"
         else:
             label = f"gap {metric.replace('_', ' ')}: fewer than two groups"
-        table.add_row(label, "", *cells)
+        table.add_row(_t(label), "", *cells)
     caption = f"{results['confidence']:.0%} percentile bootstrap intervals, {results['rounds']} rounds"
     notes = results.get("notes") or []
-    table.caption = "; ".join([caption, *(escape(n) for n in notes)])
+    table.caption = _t("; ".join([caption, *(str(n) for n in notes)]), "table.caption")
     return table
 
 
 def finetune_table(results: dict[str, Any], title: str) -> Table:
     """``--finetune``: one row per fraction p (i.i.d. and o.o.d. AUC/accuracy), the baseline first."""
     table = Table(
-        title=f"{title}: fine-tuned with '{escape(results['artifact'])}' on a fraction p of positives",
+        title=_t(
+            f"{title}: fine-tuned with '{results['artifact']}' on a fraction p of positives", "table.title"
+        ),
         title_justify="left",
     )
     for column in ("p", "n artifact / n train", "i.i.d. AUC", "i.i.d. acc", "o.o.d. AUC", "o.o.d. acc"):
@@ -152,9 +161,10 @@ def finetune_table(results: dict[str, Any], title: str) -> Table:
             f"{row['fraction']:g}", f"{row['n_artifact']} / {row['n_train']}", _fmt(row["iid_auc"], 3),
             _fmt(row["iid_accuracy"], 3), ood, _fmt(row["ood_accuracy"], 3),
         )  # fmt: skip
-    table.caption = (
+    table.caption = _t(
         f"{results['epochs']} epochs, lr {results['lr']:g}, strength {results['strength']:g}; "
-        f"o.o.d.: artifact on every test image not of class '{escape(results['positive_class'])}'. "
-        f"{escape(results['verdict'])}"
+        f"o.o.d.: artifact on every test image not of class '{results['positive_class']}'. "
+        f"{results['verdict']}",
+        "table.caption",
     )
     return table

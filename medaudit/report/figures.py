@@ -7,6 +7,10 @@ whatever ``MPLBACKEND`` says. Files are written atomically (temp file in the tar
 ``os.replace``), like ``schema.write_json``, so a failed render never leaves a truncated PNG or
 destroys an existing one. Each figure is built once by a ``_*_figure`` function and either saved
 (``save_*``) or returned as PNG bytes (``*_png``) for the self-contained HTML report.
+
+Titles and labels can hold text from the user's files (a data path, class names): every one goes
+through ``escaping.mpl_text``, so a ``$`` is no mathtext (``$\\frac$`` would raise) and control
+characters or undecodable file-name bytes (which the font code rejects) are shown as escapes.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medaudit.report.atomic import write_atomic
+from medaudit.report.escaping import mpl_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -103,9 +108,9 @@ def _grid_figure(
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(col_labels[c], fontsize=9)
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
-    fig.suptitle(title, fontsize=11)
+                ax.set_title(mpl_text(col_labels[c]), fontsize=9)
+        axes[r, 0].set_ylabel(mpl_text(name), rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(mpl_text(title), fontsize=11)
     return fig
 
 
@@ -179,16 +184,16 @@ def _heatmap_figure(
             luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
             colour = "black" if luminance > 0.5 else "white"
             ax.text(c, r, _format_cell(value, decimals), ha="center", va="center", color=colour, fontsize=8)
-    ax.set_xticks(range(n_cols), col_labels)
-    ax.set_yticks(range(n_rows), row_labels)
+    ax.set_xticks(range(n_cols), [mpl_text(s) for s in col_labels])
+    ax.set_yticks(range(n_rows), [mpl_text(s) for s in row_labels])
     if max((len(s) for s in col_labels), default=0) > 4:
         ax.tick_params(axis="x", labelrotation=40)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
     ax.tick_params(length=0)
-    ax.set_title(title, fontsize=11)
-    fig.colorbar(mesh, ax=ax, label=value_label)
+    ax.set_title(mpl_text(title), fontsize=11)
+    fig.colorbar(mesh, ax=ax, label=mpl_text(value_label))
     return fig
 
 
@@ -220,9 +225,9 @@ def _distance_histogram_figure(series: dict[str, np.ndarray], title: str, xlabel
     )
     bins = np.linspace(0.0, float(pooled.max()) * 1.02 + 1e-12, 50)
     for (name, _), values in zip(series.items(), finite, strict=True):
-        ax.hist(values, bins=bins, alpha=0.55, label=f"{name} (n = {len(values)})")
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(xlabel)
+        ax.hist(values, bins=bins, alpha=0.55, label=mpl_text(f"{name} (n = {len(values)})"))
+    ax.set_title(mpl_text(title), fontsize=10)
+    ax.set_xlabel(mpl_text(xlabel))
     ax.set_ylabel("images")
     ax.legend(frameon=False)
     return fig
@@ -271,17 +276,17 @@ def _robustness_curve_figure(records: list[dict[str, Any]], title: str) -> Figur
         if name == "worst-case":
             continue
         eps, acc = _curve_points(records, name)
-        ax.plot(eps, acc, linewidth=1.0, alpha=0.7, marker=".", label=f"after {name} (cumulative)")
+        ax.plot(eps, acc, linewidth=1.0, alpha=0.7, marker=".", label=mpl_text(f"after {name} (cumulative)"))
     eps, acc = _curve_points(records, "worst-case")
     ax.plot(eps, acc, linewidth=2.6, color="black", marker="o", label="worst case (all attacks)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(left=0.0)
     ax.grid(alpha=0.3)
-    ax.set_xlabel(f"eps ({norm}, [0, 1] pixel units)")
+    ax.set_xlabel(mpl_text(f"eps ({norm}, [0, 1] pixel units)"))
     ax.set_ylabel("robust accuracy")
     top = ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda g: g / 255))
     top.set_xlabel("eps × 255 (8-bit grey levels)" if norm == "linf" else "eps × 255")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(mpl_text(title), fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     return fig
 

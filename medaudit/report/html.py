@@ -3,8 +3,10 @@
 The page must open anywhere a reviewer gets it (an e-mail attachment, a CI artifact, an air-gapped
 workstation), so it references nothing outside itself: CSS is inline, figures are PNG ``data:`` URIs,
 there are no scripts, fonts, links or stylesheets, and the string ``http`` never occurs. Text taken
-from the document is HTML-escaped, and an ``http`` inside it (a URL in a path or a warning) has its
-``p`` written as a character reference: it reads the same but is no link and trips no URL scan.
+from the document goes through ``_e`` wherever it lands (text, attributes, <title>, figure labels
+via ``figures``): HTML-escaped, control and bidi characters shown as escapes, and an ``http`` inside
+it (a URL in a path or a warning) has its ``p`` written as a character reference: it reads the same
+but is no link and trips no URL scan.
 
 Works for a ``medaudit run`` document (``results`` maps eval / attack / shift / intrinsic to that
 command's results, plus an optional ``gate`` verdict list) and for any single-command document.
@@ -13,6 +15,7 @@ command's results, plus an optional ``gate`` verdict list) and for any single-co
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
@@ -25,6 +28,7 @@ import numpy as np
 
 from medaudit.report import figures
 from medaudit.report.atomic import write_atomic
+from medaudit.report.escaping import printable
 
 SECTION_ORDER = ("eval", "attack", "shift", "confounders", "intrinsic")
 SECTION_TITLES = {
@@ -75,8 +79,12 @@ code { font-size: .85em; }
 
 
 def _e(value: Any) -> str:
-    """Escape text for HTML (also quotes, so it is safe in attributes) and defuse any 'http'."""
-    text = html.escape(str(value), quote=True)
+    """Escape text for HTML (also quotes, so it is safe in attributes) and defuse any 'http'.
+
+    Control characters, bidi controls and lone surrogates are shown as escapes first
+    (``escaping.printable``): no reordered text, and the page always encodes as UTF-8.
+    """
+    text = html.escape(printable(value), quote=True)
     return re.sub(r"(?i)(htt)(p)", lambda m: f"{m.group(1)}&#{ord(m.group(2))};", text)
 
 
@@ -609,6 +617,8 @@ def _section(name: str, res: Any, data_label: str) -> str:
     else:
         body = _generic_section(res)
     anchor = re.sub(r"[^a-z0-9-]", "-", name.lower())
+    if not anchor or len(anchor) > 40 or "http" in anchor:  # a key from a foreign document
+        anchor = "section-" + hashlib.sha256(printable(name).encode("utf-8")).hexdigest()[:12]
     title = f'{_e(heading)} <span class="muted">({_e(name)})</span>'
     return f'<section id="{anchor}"><h2>{title}</h2>{body}</section>'
 

@@ -1,4 +1,9 @@
-"""Rich tables for the terminal (always on stderr when JSON goes to stdout)."""
+"""Rich tables for the terminal (always on stderr when JSON goes to stdout).
+
+Titles and every string that can come from the user's files (paths, class names, layer names, notes)
+are plain text: they go into the tables as ``rich.text.Text`` (``escaping.rich_text``), so rich never
+parses them as markup. Callers pass titles unescaped.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import math
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
+
+from medaudit.report.escaping import rich_text as _t
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -49,12 +57,12 @@ def info_table(desc: dict[str, Any]) -> Table:
     for note in desc["notes"]:
         rows.append(("note", note))
     for key, value in rows:
-        table.add_row(key, str(value))
+        table.add_row(key, _t(value))
     return table
 
 
 def eval_tables(results: dict[str, Any], title: str) -> list[Table]:
-    summary = Table(title=title, title_justify="left")
+    summary = Table(title=_t(title, "table.title"), title_justify="left")
     for column in ("n", "accuracy", "balanced acc.", "AUC"):
         summary.add_column(column, justify="right")
     summary.add_row(
@@ -70,9 +78,9 @@ def eval_tables(results: dict[str, Any], title: str) -> list[Table]:
     multi_label = results["task"].startswith("multi-label")
     if not multi_label:
         for name in names:
-            per_class.add_column(f"→ {name}", justify="right")
+            per_class.add_column(_t(f"→ {name}"), justify="right")
     for i, name in enumerate(names):
-        row = [name, _fmt(results["per_class_recall"][name])]
+        row: list[str | Text] = [_t(name), _fmt(results["per_class_recall"][name])]
         if not multi_label:
             row += [str(c) for c in results["confusion_matrix"][i]]
         per_class.add_row(*row)
@@ -80,7 +88,7 @@ def eval_tables(results: dict[str, Any], title: str) -> list[Table]:
 
 
 def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: str) -> list[Table]:
-    sweep = Table(title=title, title_justify="left")
+    sweep = Table(title=_t(title, "table.title"), title_justify="left")
     for column in ("eps", "×1/255", "attack", "clean", "robust", "success", "AUC adv", "max δ∞"):
         sweep.add_column(column, justify="left" if column == "attack" else "right")
     several = len(results["attacks"]) > 1
@@ -92,7 +100,7 @@ def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: 
         sweep.add_row(
             f"{record['eps']:.5f}",
             f"{record['eps'] * 255:.2g}",
-            "[bold]all[/]" if worst else f"[dim]{record['attack']}[/]",
+            "[bold]all[/]" if worst else _t(record["attack"], "dim"),
             _fmt(record["clean_accuracy"], 3),
             f"[bold]{_fmt(record['robust_accuracy'], 3)}[/]" if worst else _fmt(record["robust_accuracy"], 3),
             _fmt(record["attack_success_rate"], 3),
@@ -101,10 +109,11 @@ def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: 
             end_section=worst,
         )
     curve = results["curve"]
-    sweep.caption = (
+    sweep.caption = _t(
         f"n = {results['n']}; robust = clean-correct and survives every attack and restart "
         f"({', '.join(results['attacks'])}); rows per attack are cumulative; "
-        f"normalised area under the curve {curve['normalised_area']:.4f}"
+        f"normalised area under the curve {curve['normalised_area']:.4f}",
+        "table.caption",
     )
     honesty = Table(title="Honesty checks", title_justify="left")
     honesty.add_column("check")
@@ -112,25 +121,28 @@ def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: 
     honesty.add_column("detail")
     for check in checks:
         honesty.add_row(
-            check["check"], "[green]pass[/]" if check["passed"] else "[bold red]FAIL[/]", check["detail"]
+            _t(check["check"]),
+            "[green]pass[/]" if check["passed"] else "[bold red]FAIL[/]",
+            _t(check["detail"]),
         )
     return [sweep, honesty]
 
 
 def margin_table(results: dict[str, Any], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_t(title, "table.title"), title_justify="left")
     table.add_column("quantile")
     table.add_column("minimal eps", justify="right")
     table.add_column("grey levels", justify="right")
     for name, value in results["quantiles"].items():
         shown = "-" if value is None else ("> eps max" if math.isinf(value) else f"{value:.5f}")
         levels = "" if value is None or math.isinf(value) else f"{value * 255:.2f}/255"
-        table.add_row(name, shown, levels)
+        table.add_row(_t(name), shown, levels)
     flipped = results["flipped_at_1_255"]
-    table.caption = (
+    table.caption = _t(
         f"{results['n_attacked']} clean-correct of {results['n']} attacked with {results['attack']}; "
         f"{results['n_censored']} not flipped within eps {results['eps_max']:.4g}; "
-        f"flipped at ≤ 1/255: {_fmt(flipped, 3)}; tolerance {results['tolerance']:.2g}"
+        f"flipped at ≤ 1/255: {_fmt(flipped, 3)}; tolerance {results['tolerance']:.2g}",
+        "table.caption",
     )
     return table
 
@@ -141,7 +153,7 @@ def shift_tables(results: dict[str, Any], title: str) -> list[Table]:
     severities = sorted({r["severity"] for r in results["corruptions"]})
     cells = {(r["corruption"], r["severity"]): r for r in results["corruptions"]}
     with_baseline = results["baseline"] is not None
-    table = Table(title=f"{title} ({results['label']})", title_justify="left")
+    table = Table(title=_t(f"{title} ({results['label']})", "table.title"), title_justify="left")
     table.add_column("corruption")
     for severity in severities:
         table.add_column(f"acc s{severity}", justify="right")
@@ -149,7 +161,7 @@ def shift_tables(results: dict[str, Any], title: str) -> list[Table]:
         table.add_column(column, justify="right")
     for record in results["per_corruption"]:
         name = record["corruption"]
-        row = [name]
+        row: list[str | Text] = [_t(name)]
         for severity in severities:
             cell = cells[(name, severity)]
             drop = cell["accuracy_drop"]
@@ -161,9 +173,10 @@ def shift_tables(results: dict[str, Any], title: str) -> list[Table]:
             rbe = _fmt(record["rbe"], 2)
             row += [_fmt(record["normalised_be"], 2), f"{rbe} (flagged)" if record["rbe_flagged"] else rbe]
         table.add_row(*row)
-    table.caption = (
+    table.caption = _t(
         f"n = {clean['n']}; clean accuracy {_fmt(clean['accuracy'], 3)}, clean BE {_fmt(clean['balanced_error'], 3)}; "
-        "yellow: accuracy down > 0.02, red: > 0.1"
+        "yellow: accuracy down > 0.02, red: > 0.1",
+        "table.caption",
     )
     s = results["summary"]
     overview = Table(title="Shift summary", show_header=False, title_justify="left")
@@ -186,16 +199,16 @@ def shift_tables(results: dict[str, Any], title: str) -> list[Table]:
     else:
         rows.append(("AlexNet comparison", results["baseline_note"] or "-"))
     for key, value in rows:
-        overview.add_row(key, value)
+        overview.add_row(key, _t(value))
     return [table, overview]
 
 
 def corruption_catalogue(entries: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_t(title, "table.title"), title_justify="left")
     for column in ("corruption", "family", "severity 1 … 5", "MedMNIST-C datasets"):
         table.add_column(column)
     for entry in entries:
-        table.add_row(entry["corruption"], entry["family"], entry["params"], entry["datasets"])
+        table.add_row(*(_t(entry[k]) for k in ("corruption", "family", "params", "datasets")))
     return table
 
 
@@ -205,7 +218,7 @@ def _interval(value: float, interval: list[float] | None) -> str:
 
 def intrinsic_table(results: dict[str, Any], title: str) -> Table:
     """One row per measured property, with its 95% subsampling interval where there is one."""
-    table = Table(title=title, title_justify="left", caption_justify="left")
+    table = Table(title=_t(title, "table.title"), title_justify="left", caption_justify="left")
     table.add_column("property")
     table.add_column("value", justify="right")
     table.add_column("detail")
@@ -220,23 +233,28 @@ def intrinsic_table(results: dict[str, Any], title: str) -> Table:
     table.add_row(
         "closest cross-label pair",
         _fmt(s["closest_cross_label_distance"], 4),
-        f"images {pairs}; "
-        f"nearest neighbour has another label for {_fmt(s['nearest_neighbour_label_disagreement'], 3)} of images",
+        _t(
+            f"images {pairs}; nearest neighbour has another label for "
+            f"{_fmt(s['nearest_neighbour_label_disagreement'], 3)} of images"
+        ),
     )
     table.add_row(
         "duplicates",
         str(s["exact_duplicates"]),
         f"{len(s['cross_label_duplicates'])} identical pairs with different labels",
     )
-    note = f"{d['n']} distinct images, {d['dims']} dims, MLE k={d['k']} ({d['normalizer']})"
+    note = _t(f"{d['n']} distinct images, {d['dims']} dims, MLE k={d['k']} ({d['normalizer']})")
     table.add_row("d_data (TwoNN)", _interval(d["twonn"], d["twonn_interval"]), note, end_section=False)
     table.add_row("d_data (MLE)", _interval(d["mle"], d["mle_interval"]), "", end_section=True)
     r = results["d_repr"]
     if r is not None:
         check = results["d_repr_le_d_data"]
-        verdict = "≤ d_data" if check["twonn"] and check["mle"] else "[bold red]> d_data[/]"
+        ok = check["twonn"] and check["mle"]
+        verdict = ("≤ d_data", "") if ok else ("> d_data", "bold red")
         table.add_row(
-            "d_repr (TwoNN)", _interval(r["twonn"], r["twonn_interval"]), f"{r['layer']}; {verdict}"
+            "d_repr (TwoNN)",
+            _interval(r["twonn"], r["twonn_interval"]),
+            Text.assemble(_t(f"{r['layer']}; "), verdict),
         )
         table.add_row("d_repr (MLE)", _interval(r["mle"], r["mle_interval"]), "", end_section=True)
     lip = results["model_smoothness"]
@@ -247,13 +265,13 @@ def intrinsic_table(results: dict[str, Any], title: str) -> Table:
             f"‖Δlogits‖₁/‖Δx‖∞ within eps {lip['eps']:g}: median {lip['median']:.3g}, "
             f"q90 {lip['q90']:.3g}, max {lip['max']:.3g} (n = {lip['n']})",
         )
-    table.caption = "\n".join(f"• {line}" for line in results["interpretation"])
+    table.caption = _t("\n".join(f"• {line}" for line in results["interpretation"]), "table.caption")
     return table
 
 
 def run_summary_table(sections: dict[str, dict[str, Any]], title: str) -> Table:
     """The headline numbers of every audit in a ``medaudit run`` report."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_t(title, "table.title"), title_justify="left")
     table.add_column("audit")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -299,6 +317,6 @@ def run_summary_table(sections: dict[str, dict[str, Any]], title: str) -> Table:
             rows.append(("intrinsic", "local Lipschitz (mean)", f"{i['model_smoothness']['mean']:.4g}"))
     previous = None
     for audit, metric, value in rows:
-        table.add_row(audit if audit != previous else "", metric, value)
+        table.add_row(audit if audit != previous else "", _t(metric), _t(value))
         previous = audit
     return table
