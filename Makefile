@@ -1,6 +1,7 @@
 # Two commands do all the setup on a fresh machine (Python 3.10+):
 #   make demo   - create/reuse .venv, then audit the sample model on its dataset
 #   make test   - create/reuse .venv, then run the whole test suite
+#   (make test-fast leaves out the slow, browser and real-data tests: a quick local loop)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ SHARED_DATA := $(abspath ../shared/data/medmnist)
 export MEDAUDIT_DATA_ROOT ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 DEMO_MODEL ?= sample_models/pneumoniamnist_rescnn.pt
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +28,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The quick local loop: no slow, browser or real-data tests. `make test` (and CI) runs them all.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not real_data"
+
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

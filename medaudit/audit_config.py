@@ -11,7 +11,7 @@ import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from medaudit.errors import ConfigError
 from medaudit.registry import parse_spec
@@ -135,6 +135,10 @@ class AuditFile:
     gate: dict[str, Any] | None
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
+    @overload
+    def resolve(self, value: str) -> Path: ...
+    @overload
+    def resolve(self, value: None) -> None: ...
     def resolve(self, value: str | None) -> Path | None:
         """A path from the file, relative to the file's folder."""
         if value is None:

@@ -6,6 +6,7 @@ Each command lives in ``medaudit.commands``; this module only builds the app.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -28,11 +29,26 @@ class OneLineErrors(TyperGroup):
     """Usage errors (unknown option, bad value, missing argument) as one ``error:`` line with
     exit code 2, like every other user error, instead of a multi-line box."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        forward: dict[str, Any] = {
+            "args": args,
+            "prog_name": prog_name,
+            "complete_var": complete_var,
+            "windows_expand_args": windows_expand_args,
+            **extra,
+        }
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(standalone_mode=False, **forward)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(standalone_mode=False, **forward)
         except typer.Abort:
             stderr_console().print("[bold red]error:[/] interrupted: stopped, no report written")
             sys.exit(INTERRUPTED)

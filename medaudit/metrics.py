@@ -8,6 +8,7 @@ per-label AUC and per-label accuracy at 0.5, averaged (not exact match).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def auc(probs: np.ndarray, labels: np.ndarray, task: Task) -> float:
 
 def classification_metrics(
     logits: torch.Tensor, labels: torch.Tensor, task: Task, class_names: tuple[str, ...]
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """accuracy, balanced_accuracy, auc, per_class_recall, confusion_matrix, n.
 
     Balanced accuracy is the mean recall over the classes present in the labels
@@ -75,6 +76,7 @@ def classification_metrics(
     y = labels.cpu().numpy()
     p = probs.cpu().numpy()
     n = len(y)
+    confusion: list[list[list[int]]] | list[list[int]]  # one 2x2 per label, or classes x classes
     if task is Task.MULTI_LABEL:
         recalls = [
             float((pred[y[:, i] == 1, i] == 1).mean()) if (y[:, i] == 1).any() else None

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from medaudit import __version__
+from medaudit.document import dumps
 from medaudit.errors import ConfigError
-from medaudit.report import schema
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def digests(doc: dict[str, Any]) -> dict[str, str]:
 
 
 def _sha256(value: dict[str, Any]) -> str:
-    plain = json.loads(schema.dumps(value))  # NaN -> null, tuples -> lists, keys -> str: as written
+    plain = json.loads(dumps(value))  # NaN -> null, tuples -> lists, keys -> str: as written
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 

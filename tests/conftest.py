@@ -21,6 +21,16 @@ from medaudit.models.archs.small_cnn import SmallCNN  # noqa: E402
 from medaudit.task import Task  # noqa: E402
 
 DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data" / "medmnist"
+REAL_DATA_FIXTURES = frozenset({"real_data_root", "real_env"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reads the real MedMNIST files, directly or through another fixture,
+    ``real_data`` (``make test-fast`` leaves them out; ``make test`` and CI run them)."""
+    for item in items:
+        if REAL_DATA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
 
 
 def seeded_cnn(in_channels: int = 1, num_classes: int = 2, width: int = 4, seed: int = 0) -> SmallCNN:

@@ -423,6 +423,7 @@ def test_constant_model_keeps_its_clean_accuracy(three: Setup, attack, norm: str
 # --------------------------------------------------------------------------- cross-check
 
 
+@pytest.mark.slow
 def test_apgd_ce_is_as_strong_as_torchattacks(three: Setup) -> None:
     torchattacks = pytest.importorskip("torchattacks")
     eps, steps = 8 / 255, 50

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from medaudit.attacks import attacks
 from medaudit.cli import app
+from medaudit.commands.evaluate import description, listing
 from medaudit.models.archs.small_cnn import SmallCNN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +124,53 @@ def test_list_archs(runner) -> None:
     assert result.exit_code == 0
     for name in ("resnet18_28", "resnet50_224", "smallcnn"):
         assert name in result.output
+
+
+@pytest.mark.parametrize("what", ["archs", "attacks", "corruptions", "artifacts"])
+def test_list_gives_every_entry_a_one_line_description(runner, monkeypatch, what: str) -> None:
+    """A description, never the constructor signature a dataclass uses as the docstring of a class without one."""
+    rows = listing(what)
+    assert rows and all(text and "\n" not in text for _, text in rows), rows
+    monkeypatch.setenv("COLUMNS", "250")  # one table row per entry
+    result = invoke(runner, "list", what)
+    assert result.exit_code == 0, result.output
+    for name, text in rows:
+        assert f"{name} " in result.output and text in result.output
+
+
+def test_list_attacks_shows_descriptions_not_signatures(runner, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    output = invoke(runner, "list", "attacks").output
+    for name in attacks:
+        cls = attacks.get(name)
+        assert f"{cls.__name__}(" not in output
+        assert description(cls) and not description(cls).startswith(f"{cls.__name__}(")
+    assert "steps:" not in output and "'int'" not in output
+
+
+def test_list_refuses_an_unknown_registry(runner) -> None:
+    assert_user_error(invoke(runner, "list", "nope"), "archs, attacks, corruptions, artifacts")
+
+
+def test_info_on_onnx_without_onnx2pytorch(runner, monkeypatch) -> None:
+    """onnx2pytorch is the optional onnx-gradients extra: without it an ONNX model loads black-box,
+    the note names the extra to install, and ``versions`` leaves the package out."""
+    real_version = metadata.version
+
+    def version(package: str) -> str:
+        if package == "onnx2pytorch":
+            raise metadata.PackageNotFoundError(package)
+        return real_version(package)
+
+    monkeypatch.setitem(sys.modules, "onnx2pytorch", None)  # any import of it raises ImportError
+    monkeypatch.setattr(metadata, "version", version)
+    result = invoke(runner, "info", SAMPLE.with_suffix(".onnx"), "--json", "-")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["results"]["gradients"] is False
+    notes = " ".join(doc["results"]["notes"])
+    assert "black-box only" in notes and "pip install 'medaudit[onnx-gradients]'" in notes
+    assert "onnx2pytorch" not in doc["versions"] and doc["versions"]["onnxruntime"]
 
 
 def test_debug_shows_traceback(runner, tmp_path) -> None:

@@ -621,7 +621,7 @@ def test_rich_tables_keep_their_own_styles() -> None:
 # ------------------------------------------------------------------------------------------ figures
 
 
-def test_figures_take_hostile_labels() -> None:
+def test_figures_take_hostile_labels(tmp_path: Path) -> None:
     h = JOINED
     sweep = [
         {"attack": attack, "norm": h, "eps": eps, "robust_accuracy": 0.5, "clean_accuracy": 0.9}
@@ -631,10 +631,11 @@ def test_figures_take_hostile_labels() -> None:
     for png in (
         figures.heatmap_png(np.array([[0.1, 0.2]]), [h], [h, "$x$"], h, h),
         figures.robustness_curve_png(sweep, h),
-        figures.distance_histogram_png({h: np.array([1.0, 2.0])}, h, h),
         figures.corruption_grid_png(np.zeros((8, 8, 1), np.uint8), {h: [np.zeros((8, 8, 1), np.uint8)]}, h),
     ):
         assert png.startswith(b"\x89PNG")
+    figures.save_distance_histogram(tmp_path / "d.png", {h: np.array([1.0, 2.0])}, h, h)
+    assert (tmp_path / "d.png").read_bytes().startswith(b"\x89PNG")
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -486,6 +486,7 @@ def test_a_bug_is_exit_4_not_a_gate_verdict(ws: Workspace, monkeypatch: pytest.M
     assert debug.exit_code == INTERNAL_ERROR and "Traceback" in debug.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_quickly_with_no_partial_output(ws: Workspace, tmp_path: Path, signum: int) -> None:
     """A long attack interrupted mid-way: exit 128+signal within seconds, no report, no temp file."""

@@ -489,9 +489,6 @@ def test_png_variants_share_the_saved_figures(tmp_path: Path) -> None:
     args = (values, ["a", "b"], ["s1", "s2", "s3"], "t", "v")
     figures.save_heatmap(tmp_path / "h.png", *args)
     assert (tmp_path / "h.png").read_bytes() == figures.heatmap_png(*args)
-    series = {"same label": np.linspace(1, 3, 200), "other label": np.linspace(1.5, 4, 200)}
-    figures.save_distance_histogram(tmp_path / "d.png", series, "t", "x")
-    assert (tmp_path / "d.png").read_bytes() == figures.distance_histogram_png(series, "t", "x")
     sweep = _attack_results()["sweep"]
     figures.save_robustness_curve(tmp_path / "c.png", sweep, "t")
     assert (tmp_path / "c.png").read_bytes() == figures.robustness_curve_png(sweep, "t")
@@ -568,6 +565,7 @@ def _browse(chromium: str, page: Path, profile: Path, *extra: str, height: int =
     return done.stdout
 
 
+@pytest.mark.browser
 def test_browser_paints_every_figure_exactly(tmp_path: Path) -> None:
     """Chromium must load every <img> offline and paint the whole embedded PNG, pixel for pixel.
 

@@ -230,7 +230,7 @@ def test_versions_name_medaudit_when_run_from_a_source_checkout(monkeypatch: pyt
     from importlib import metadata
 
     import medaudit
-    from medaudit.report import schema
+    from medaudit import document
 
     real = metadata.version
 
@@ -239,5 +239,5 @@ def test_versions_name_medaudit_when_run_from_a_source_checkout(monkeypatch: pyt
             raise metadata.PackageNotFoundError(package)
         return real(package)
 
-    monkeypatch.setattr(schema.metadata, "version", version)
-    assert schema.versions()["medaudit"] == medaudit.__version__
+    monkeypatch.setattr(document.metadata, "version", version)
+    assert document.versions()["medaudit"] == medaudit.__version__

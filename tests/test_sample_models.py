@@ -58,6 +58,7 @@ def test_formats_agree_and_card_metrics_reproduce(card_path: Path, real_data_roo
         assert torch.allclose(logits[suffix], reference, rtol=1e-3, atol=1e-3), suffix
 
 
+@pytest.mark.slow
 def test_training_script_quick_smoke(tmp_path: Path, real_data_root: Path) -> None:
     """--quick trains one epoch on 256 images and writes every format and a card."""
     out = tmp_path / "models"

@@ -167,6 +167,7 @@ def same_report(merged: dict, whole: dict) -> None:
             assert merged[key] == whole[key], key
 
 
+@pytest.mark.slow
 def test_merged_run_equals_the_single_process_run(
     runner: CliRunner, tmp_path: Path, real_data_root: Path
 ) -> None:

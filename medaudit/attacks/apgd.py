@@ -30,6 +30,7 @@ import torch
 
 from medaudit.attacks.base import (
     Attack,
+    Eps,
     attacks,
     best_of_restarts,
     is_correct,
@@ -111,10 +112,12 @@ class APGD(Attack):
         x: torch.Tensor,
         y: torch.Tensor,
         *,
-        eps: float,
+        eps: Eps,
         norm: str,
         generator: torch.Generator,
     ) -> torch.Tensor:
+        if isinstance(eps, torch.Tensor):
+            raise TypeError(f"{self.name} takes one eps for the whole batch, not one per sample")
         if not model.has_gradients:
             raise ConfigError(
                 f"{self.name} needs gradients but this model is black-box only: use a gradient-free attack (square)"

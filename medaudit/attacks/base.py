@@ -104,8 +104,11 @@ def best_of_restarts(
 # ---- per-sample correctness and losses (higher loss = closer to a wrong answer) ----
 
 
-def is_correct(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+def is_correct(logits: torch.Tensor, y: torch.Tensor, task: Task | None) -> torch.Tensor:
     """Per-sample correctness; multi-label counts a sample correct only if every label is.
+
+    ``task`` None (a model ``bind_model`` has not set one for) scores as single-label, as here
+    and in the losses below every task but multi-label does.
 
     Non-finite outputs are never correct (argmax would pick a NaN and call it right).
     """
@@ -115,14 +118,14 @@ def is_correct(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tenso
     return (logits.argmax(dim=1) == y) & finite
 
 
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, task: Task | None) -> torch.Tensor:
     """Per-sample CE; per-label BCE summed for multi-label."""
     if task is Task.MULTI_LABEL:
         return F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none").sum(dim=1)
     return F.cross_entropy(logits, y, reduction="none")
 
 
-def margin(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+def margin(logits: torch.Tensor, y: torch.Tensor, task: Task | None) -> torch.Tensor:
     """CW margin: best wrong logit minus true logit (> 0 means misclassified).
 
     Multi-label: the largest signed margin over labels (the label closest to flipping).
@@ -134,7 +137,7 @@ def margin(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
     return others.max(dim=1).values - true
 
 
-def dlr(logits: torch.Tensor, y: torch.Tensor, task: Task) -> torch.Tensor:
+def dlr(logits: torch.Tensor, y: torch.Tensor, task: Task | None) -> torch.Tensor:
     """Difference of logits ratio (Croce & Hein 2020), scale invariant; needs >= 3 classes."""
     sorted_logits, _ = logits.sort(dim=1, descending=True)
     denominator = sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12

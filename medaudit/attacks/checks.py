@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.attacks.base import Attack, attacks, is_correct, loss_and_grad, seeded_generator
+from medaudit.attacks.base import Attack, is_correct, loss_and_grad, seeded_generator
+from medaudit.attacks.pgd import PGDCW
+from medaudit.attacks.square import Square
 from medaudit.attacks.sweep import CLEAN_WRONG, AttackResult
 from medaudit.data import AuditData
 from medaudit.models import AuditModel
@@ -38,10 +40,10 @@ UNBOUNDED_MAX_ACCURACY = 0.05
 # like CE on confident models) from a random start, 100 steps of 1/20 of the budget (0.025 in
 # L-inf; eps/4 steps or 50 steps left an adversarially trained sample model partly correct), or,
 # without gradients, square with 1000 queries; both stop on a sample as soon as it breaks
-UNBOUNDED_WHITE_BOX = "pgd-cw"
+UNBOUNDED_WHITE_BOX = PGDCW.name
 UNBOUNDED_STEPS = 100
 UNBOUNDED_STEP_FRACTION = 1 / 20
-UNBOUNDED_BLACK_BOX = "square"
+UNBOUNDED_BLACK_BOX = Square.name
 UNBOUNDED_QUERIES = 1000
 MORE_STEPS_MAX_EXTRA = 0.02  # tolerated extra break rate when doubling steps and restarts
 BLACK_BOX_MAX_EXTRA = 0.02  # tolerated share of clean-correct samples broken only by square
@@ -129,8 +131,8 @@ def unbounded_attack(has_gradients: bool, reach: float) -> Attack:
     loss from a random start for a model with gradients, else square with enough queries."""
     if has_gradients:
         step = UNBOUNDED_STEP_FRACTION * reach
-        return attacks.get(UNBOUNDED_WHITE_BOX)(steps=UNBOUNDED_STEPS, step_size=step, random_start=True)
-    return attacks.get(UNBOUNDED_BLACK_BOX)(queries=UNBOUNDED_QUERIES)
+        return PGDCW(steps=UNBOUNDED_STEPS, step_size=step, random_start=True)
+    return Square(queries=UNBOUNDED_QUERIES)
 
 
 def _unbounded_label(has_gradients: bool) -> str:

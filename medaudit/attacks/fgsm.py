@@ -18,6 +18,8 @@ from medaudit.models import AuditModel
 @attacks.register("fgsm")
 @dataclass(frozen=True)
 class FGSM(Attack):
+    """One signed-gradient step of size eps: a quick, weak baseline."""
+
     name: ClassVar[str] = "fgsm"
 
     def perturb(

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.attacks.base import attacks, is_correct, seeded_generator
+from medaudit.attacks.base import is_correct, seeded_generator
+from medaudit.attacks.pgd import BIM, PGD, PGDCW, IterativeAttack
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
 
 QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9)
+BISECTORS: dict[str, type[IterativeAttack]] = {"pgd": PGD, "pgd-cw": PGDCW, "bim": BIM}
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class MarginConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.attack not in ("pgd", "pgd-cw", "bim"):
+        if self.attack not in BISECTORS:
             raise ConfigError(f"--margin bisects with pgd, pgd-cw or bim, not {self.attack}")
         if self.norm not in ("linf", "l2"):
             raise ConfigError(f"--norm must be linf or l2, got '{self.norm}'")
@@ -108,7 +110,7 @@ def _norm_of(delta: torch.Tensor, norm: str) -> torch.Tensor:
 
 def _bisect(
     model: AuditModel,
-    attack: Any,
+    attack: IterativeAttack,
     x: torch.Tensor,
     y: torch.Tensor,
     config: MarginConfig,
@@ -146,7 +148,7 @@ def minimal_perturbation(
     progress: Callable[[int], None] | None = None,
 ) -> MarginResult:
     """Per-sample minimal eps by bisection (see module docstring)."""
-    attack = attacks.get(config.attack)(steps=config.steps, restarts=config.restarts)
+    attack = BISECTORS[config.attack](steps=config.steps, restarts=config.restarts)
     margins = np.full(data.n, np.nan)
     clean_correct = np.zeros(data.n, dtype=bool)
     for start, x, y in data.batches(config.batch_size):

@@ -101,12 +101,16 @@ class IterativeAttack(Attack):
 @attacks.register("pgd")
 @dataclass(frozen=True)
 class PGD(IterativeAttack):
+    """Projected gradient descent on the cross-entropy loss, from a random start."""
+
     name: ClassVar[str] = "pgd"
 
 
 @attacks.register("pgd-cw")
 @dataclass(frozen=True)
 class PGDCW(IterativeAttack):
+    """PGD on the CW margin loss, which does not saturate on very confident models."""
+
     name: ClassVar[str] = "pgd-cw"
     loss: ClassVar[str] = "margin"
 
@@ -114,6 +118,8 @@ class PGDCW(IterativeAttack):
 @attacks.register("bim")
 @dataclass(frozen=True)
 class BIM(IterativeAttack):
+    """Iterative FGSM: PGD with no random start and small steps (eps / 10)."""
+
     name: ClassVar[str] = "bim"
     random_start: bool = False
     default_step_fraction: ClassVar[float] = 0.1

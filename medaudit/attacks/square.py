@@ -31,7 +31,7 @@ from typing import ClassVar
 
 import torch
 
-from medaudit.attacks.base import Attack, attacks, best_of_restarts, is_correct, margin
+from medaudit.attacks.base import Attack, Eps, attacks, best_of_restarts, is_correct, margin
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
 
@@ -100,7 +100,7 @@ def _norms(t: torch.Tensor) -> torch.Tensor:
 @attacks.register("square")
 @dataclass(frozen=True)
 class Square(Attack):
-    """Square Attack, L-inf and L2; only ``model.predict`` is called."""
+    """Square Attack: score-based random search (L-inf and L2), no gradients, so black-box models too."""
 
     name: ClassVar[str] = "square"
     needs_gradients: ClassVar[bool] = False
@@ -134,10 +134,12 @@ class Square(Attack):
         x: torch.Tensor,
         y: torch.Tensor,
         *,
-        eps: float,
+        eps: Eps,
         norm: str,
         generator: torch.Generator,
     ) -> torch.Tensor:
+        if isinstance(eps, torch.Tensor):
+            raise TypeError(f"{self.name} takes one eps for the whole batch, not one per sample")
         logits = model.predict(x)
         fooled = ~is_correct(logits, y, model.task)
         return best_of_restarts(

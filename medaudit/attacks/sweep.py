@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medaudit.attacks.apgd import APGD
 from medaudit.attacks.base import NORMS, Attack, attacks, is_correct, seeded_generator
 from medaudit.attacks.pgd import max_loss_pgd
 from medaudit.data import AuditData
@@ -215,8 +216,7 @@ def run_attacks(
     notes = [
         f"{attack.name} uses the CW margin loss: DLR needs 3 or more mutually exclusive classes"
         for attack in built
-        if hasattr(attack, "effective_loss")
-        and attack.effective_loss(len(model.class_names), task) != attack.loss
+        if isinstance(attack, APGD) and attack.effective_loss(len(model.class_names), task) != attack.loss
     ]
     device = model.device
     if not model.has_gradients:
@@ -224,7 +224,7 @@ def run_attacks(
     clean = predict_logits(model, data, config.batch_size)
     clean_correct = is_correct(clean, data.labels, task).numpy()
     previous = np.where(clean_correct, NOT_BROKEN, CLEAN_WRONG).astype(np.int8)
-    outcomes = []
+    outcomes: list[EpsOutcome] = []
     adversarial: dict[float, torch.Tensor] = {}
     for eps_index, eps in enumerate(config.eps):
         broken_by = previous.copy()

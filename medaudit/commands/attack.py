@@ -173,6 +173,7 @@ def attack_command(
         download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
         shard=shard, block=batch_size,
     )  # fmt: skip
+    state: MarginResult | AuditedSweep
     if margin_config is not None:
         command, config, state, warnings = _margin(run, margin_config)
     else:

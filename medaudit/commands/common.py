@@ -25,11 +25,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medaudit.data import AuditData, DataSpec, load_data
+from medaudit.document import document
 from medaudit.errors import INTERNAL_ERROR, INTERRUPTED, ConfigError, MedauditError, what_raised
 from medaudit.models import AuditModel, InputSpec, LoadOptions, bind_model, load_model
 from medaudit.models.card import card_path_for
-from medaudit.report import schema
 from medaudit.report.atomic import check_target, mark_read, reading_session
+from medaudit.report.schema import write_json
 from medaudit.sharding import Shard, digests, encode
 from medaudit.task import Task
 
@@ -382,7 +383,7 @@ class Prepared:
     def document(self, command: str, config: dict[str, Any], results: dict[str, Any], **fields: Any) -> dict:
         """The command's JSON document; the data identity is the audited images'."""
         data = {**self.data.identity, "n": self.data.n}
-        return schema.document(command, config, results, model=self.model.describe(), data=data, **fields)
+        return document(command, config, results, model=self.model.describe(), data=data, **fields)
 
     def attach_state(self, doc: dict[str, Any], sections: dict[str, Any], **extra: Any) -> None:
         """For a shard, the per-sample state ``medaudit merge`` needs and its digests, which merge
@@ -425,13 +426,13 @@ def prepare(
     for path in inputs:
         mark_read(path)
     options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device, arch_source)
-    data_options = {
-        "dataset": dataset, "size": size, "split": split, "data_root": data_root, "download": download,
-        "data": data, "task": task, "limit": limit, "seed": seed,
-    }  # fmt: skip
-    data_spec(None, **data_options)  # the data options alone fail before anything is loaded
+    spec_for = functools.partial(
+        data_spec, dataset=dataset, size=size, split=split, data_root=data_root, download=download,
+        data=data, task=task, limit=limit, seed=seed,
+    )  # fmt: skip
+    spec_for(None)  # the data options alone fail before anything is loaded
     audit_model = load_model(model, options)
-    spec = data_spec(audit_model, **data_options)
+    spec = spec_for(audit_model)
     audit_data = load_data(spec)
     mark_read(audit_data.identity.get("path"))  # also the MedMNIST file the card's dataset led to
     warnings_ = bind_model(audit_model, audit_data)
@@ -483,6 +484,6 @@ class Timer:
 
 def emit(console: Console, json_target: str | None, doc: dict[str, Any]) -> None:
     if json_target is not None:
-        schema.write_json(doc, json_target)
+        write_json(doc, json_target)
         if json_target != "-":
             console.print(f"JSON written to {json_target}", markup=False, highlight=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -40,10 +40,12 @@ from medaudit.commands.common import (
     progress_bar,
     stderr_console,
 )
+from medaudit.document import document
 from medaudit.errors import ConfigError
 from medaudit.evaluate import EvalConfig, evaluate
 from medaudit.models import load_model
-from medaudit.report import schema, tables
+from medaudit.registry import Registry
+from medaudit.report import tables
 
 
 def eval_command(
@@ -117,26 +119,56 @@ def info_command(
         desc["notes"].append("the converted torch graph is checked against onnxruntime when an audit runs")
     console.print(tables.info_table(desc))
     config = {"device": device.value, "load": {"arch": arch, "trust_checkpoint": trust_checkpoint}}
-    doc = schema.document(
+    doc = document(
         "info", config, desc, model=desc, data=None, seed=None, wall_time_s=timer.elapsed, warnings=[]
     )
     emit(console, json, doc)
 
 
-def list_command(
-    what: Annotated[str, typer.Argument(help="What to list: archs or attacks.")] = "archs",
-) -> None:
-    """List the built-in entries: architectures for state_dict checkpoints, attacks."""
-    from medaudit.attacks import attacks
-    from medaudit.models.archs import architectures
+def description(entry: object) -> str:
+    """An entry's one-line description: its ``description``, else the first line of its docstring.
 
-    registries = {"archs": architectures, "attacks": attacks}
+    '' when it has neither; the signature a dataclass writes as the docstring of a class that
+    has none is not a description either.
+    """
+    text = getattr(entry, "description", None)
+    if not isinstance(text, str):
+        text = entry.__doc__ or ""
+        if isinstance(entry, type) and text.startswith(f"{entry.__name__}("):  # a dataclass's signature
+            text = ""
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def listing(what: str) -> list[tuple[str, str]]:
+    """(name, description) of every entry of one built-in registry, sorted by name."""
+    from medaudit.attacks import attacks
+    from medaudit.confounders.artifacts import artifacts
+    from medaudit.models.archs import architectures
+    from medaudit.shift import corruptions
+
+    registries: dict[str, Registry[Any]] = {
+        "archs": architectures,
+        "attacks": attacks,
+        "corruptions": corruptions,
+        "artifacts": artifacts,
+    }
     if what not in registries:
         raise ConfigError(f"cannot list '{what}': choose from {', '.join(registries)}")
+    return [(name, description(registries[what].get(name))) for name in registries[what]]
+
+
+def list_command(
+    what: Annotated[
+        str, typer.Argument(help="What to list: archs, attacks, corruptions or artifacts.")
+    ] = "archs",
+) -> None:
+    """List the built-in entries: architectures for state_dict checkpoints, attacks, shift
+    corruptions, confounder artifacts."""
+    rows = listing(what)
     table = Table(title=f"medaudit {what}", title_justify="left")
     table.add_column("name")
     table.add_column("description")
-    for name in registries[what]:
-        doc = (registries[what].get(name).__doc__ or "").strip().splitlines()
-        table.add_row(name, doc[0] if doc else "")
+    for name, text in rows:
+        table.add_row(name, text)
     stderr_console().print(table)

@@ -15,11 +15,12 @@ import typer
 from rich.markup import escape
 
 from medaudit.commands.common import JsonOpt, Timer, check_output_target, emit, print_warnings, stderr_console
+from medaudit.document import document
 from medaudit.errors import ConfigError
 from medaudit.gate.compare import Row, comparability_warnings, compare, parse_allow
 from medaudit.gate.metrics import attack_norm, extract_metrics, load_report
 from medaudit.gate.policy import Rule, Verdict, evaluate, load_policy
-from medaudit.report import ci, schema
+from medaudit.report import ci
 from medaudit.report.atomic import write_atomic
 from medaudit.report.ci import gate_table
 
@@ -106,7 +107,7 @@ def gate_command(
     else:
         console.print(f"[bold green]gate passed[/]: {len(verdicts)} rules", highlight=False)
     write_ci(junit, markdown, verdicts, f"medaudit gate {policy.name}", ci.markdown_summary(doc, verdicts))
-    out = schema.document(
+    out = document(
         "gate",
         {"report": str(report), "policy": str(policy), "rules": [r.to_dict() for r in rules]},
         {
@@ -175,7 +176,7 @@ def compare_command(
     else:
         console.print(f"[bold green]no regression[/]: {len(gated)} gated metrics", highlight=False)
     write_ci(junit, markdown, rows, "medaudit compare", ci.compare_markdown(base_doc, cand_doc, rows))
-    out = schema.document(
+    out = document(
         "compare",
         {
             "baseline": str(baseline),

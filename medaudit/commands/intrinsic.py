@@ -37,11 +37,12 @@ from medaudit.commands.common import (
     stderr_console,
 )
 from medaudit.data import load_data
+from medaudit.document import document
 from medaudit.errors import ConfigError
 from medaudit.intrinsic import DimensionConfig, IntrinsicConfig, run_intrinsic
 from medaudit.intrinsic.audit import nn_distance_arrays
 from medaudit.intrinsic.smoothness import LipschitzConfig
-from medaudit.report import schema, tables
+from medaudit.report import tables
 
 PANEL = "Intrinsic"
 DATA_PANEL = "Data"
@@ -190,7 +191,7 @@ def intrinsic_command(
             f"L2 distance ([0,1] images, {results['representation']['dims']} values)",
         )
         console.print(f"distance plot written to {save_plot}", markup=False, highlight=False)
-    doc = schema.document(
+    doc = document(
         "intrinsic",
         {**run_config, **config.to_dict(), "batch_size": batch_size},
         results,

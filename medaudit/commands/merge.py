@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard
 
 import typer
 
@@ -12,10 +12,10 @@ from medaudit import __version__
 from medaudit.commands.common import JsonOpt, Timer, check_output_target, emit, stderr_console
 from medaudit.commands.gate import gate_document, gate_table
 from medaudit.commands.run import run_sections
+from medaudit.document import document
 from medaudit.errors import ConfigError, what_raised
 from medaudit.gate.metrics import load_report
 from medaudit.gate.policy import Verdict
-from medaudit.report import schema
 from medaudit.sharding import audit_identity, concat, decode, digests, samples
 
 PLACES = ("index", "count", "start", "stop", "total")
@@ -71,7 +71,7 @@ def merge_documents(parts: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, 
         ) from exc
     results = sections if command == "run" else sections[command]
     data = {key: value for key, value in first["data"].items() if key != "shard"}
-    merged = schema.document(
+    merged = document(
         command,
         first["config"],
         results,
@@ -178,7 +178,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,20 +54,20 @@ from medaudit.report.html import write_html
 from medaudit.shift.benchmark import ShiftResult
 
 
-def _enum(kind: type, value: str | None, option: str) -> Any:
+def _enum(kind: type[Enum], value: str | None, option: str) -> Any:
     if value is None:
         return None
     try:
         return kind(value)
     except ValueError:
-        choices = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+        choices = ", ".join(m.value for m in kind)
         raise ConfigError(f"{option} = '{value}': choose from {choices}") from None
 
 
 def _prepare(audit: AuditFile, shard: str | None) -> Prepared:
     m, d, r = audit.model, audit.data, audit.run
     return prepare(
-        audit.resolve(m["path"]),  # type: ignore[arg-type]
+        audit.resolve(m["path"]),
         arch=m.get("arch"),
         trust_checkpoint=m.get("trust_checkpoint", False),
         mean=as_csv(m.get("mean")),
@@ -250,7 +251,7 @@ def run_command(
     """
     console, timer = stderr_console(), Timer()
     audit = read_audit_file(audit_file)
-    model_path = audit.resolve(audit.model["path"])
+    model_path: Path = audit.resolve(audit.model["path"])  # read_audit_file requires a string
     inputs = [
         p
         for p in (

@@ -35,13 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from medaudit.errors import ConfigError
 from medaudit.registry import Registry
 from medaudit.shift.catalogue import REFERENCE_SIZE
-from medaudit.shift.corrupt import CHUNK_VALUES, OpContext, on_uint8_batch, sample_rngs
+from medaudit.shift.corrupt import CHUNK_VALUES, Images, OpContext, on_uint8_batch, sample_rngs
 from medaudit.shift.marks import SUPERSAMPLE_EM, area_downsample, default_font
 
 CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
@@ -417,14 +416,14 @@ def apply_uint8(
 
 
 def apply_artifact(
-    images: torch.Tensor | np.ndarray,
+    images: Images,
     name: str,
     strength: float,
     seed: int = 0,
     *,
     indices: Sequence[int] | None = None,
     **options: Any,
-) -> torch.Tensor | np.ndarray:
+) -> Images:
     """Add artifact ``name`` at ``strength`` to NCHW images (uint8, or float in [0, 1] quantised to 8 bits).
 
     Deterministic per (seed, sample index, artifact, strength); ``indices`` are the

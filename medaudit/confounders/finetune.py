@@ -17,7 +17,7 @@ import contextlib
 import copy
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -317,8 +317,3 @@ def run_finetune(
         "n_test": test_data.n,
     }
     return FinetuneResult(config, test_data.class_names[positive], baseline, curve)
-
-
-def fractions_of(values: Sequence[float] | None) -> tuple[float, ...]:
-    """The fractions to run, sorted (default: the paper's)."""
-    return tuple(sorted(values)) if values else DEFAULT_FRACTIONS

@@ -98,7 +98,7 @@ def _signature(labels: np.ndarray, task: Task) -> tuple[Any, ...]:
 
 def _stats(logits: torch.Tensor, labels: torch.Tensor, task: Task, names: tuple[str, ...]) -> list[float]:
     metrics = classification_metrics(logits, labels, task, names)
-    return [float(metrics[m]) for m in METRICS]  # type: ignore[arg-type]
+    return [float(metrics[m]) for m in METRICS]
 
 
 def _interval(values: np.ndarray, confidence: float) -> list[float] | None:

@@ -90,7 +90,7 @@ def load_npz(path: Path, split: str = "test", task: Task | None = None) -> Audit
     task = task or infer_task(labels)
     label_tensor = labels_to_tensor(labels, task, where)
     names = _npz_class_names(arrays.get("class_names"), label_tensor, task, where)
-    identity = {"source": "npz", "path": where, "split": split, "sha256": sha256_file(path)}
+    identity: dict[str, Any] = {"source": "npz", "path": where, "split": split, "sha256": sha256_file(path)}
     identity["n"] = len(images)
     return AuditData(
         images=to_nchw(images, where),

@@ -6,16 +6,15 @@ CI job can gate the JSON of an audit that ran elsewhere (or earlier).
 
 from medaudit.gate.compare import Row, comparability_warnings, compare, parse_allow
 from medaudit.gate.metrics import (
-    METRICS,
     MetricInfo,
     extract_metrics,
+    known_metrics,
     load_report,
     sections,
 )
 from medaudit.gate.policy import Rule, Verdict, evaluate, load_policy
 
 __all__ = [
-    "METRICS",
     "MetricInfo",
     "Row",
     "Rule",
@@ -24,6 +23,7 @@ __all__ = [
     "compare",
     "evaluate",
     "extract_metrics",
+    "known_metrics",
     "load_policy",
     "load_report",
     "parse_allow",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +30,10 @@ from typing import Any
 from medaudit.errors import PolicyError
 from medaudit.gate.metrics import check_known, parse_number, resolve
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    try:
-        import tomli as tomllib  # type: ignore[no-redef]
-    except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment]
+else:  # pragma: no cover - Python 3.10 (tomli is a dependency there)
+    import tomli as tomllib
 
 
 def _equal(a: float, b: float) -> bool:
@@ -180,8 +178,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise PolicyError(f"policy {path} does not exist")
     if path.is_dir():
         raise PolicyError(f"policy {path} is a folder: give a TOML file")
-    if tomllib is None:
-        raise PolicyError("reading a TOML policy on Python 3.10 needs the tomli package: pip install tomli")
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

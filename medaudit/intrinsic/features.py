@@ -213,7 +213,7 @@ def _export_heads() -> tuple[tuple[Any, int], ...]:
     return ((aten.linear.default, 0), (aten.addmm.default, 1), (aten.mm.default, 0))
 
 
-def _export_layer_names(module: nn.Module) -> list[str]:
+def _export_layer_names(module: torch.fx.GraphModule) -> list[str]:
     """fx nodes that compute a tensor (placeholders, parameters and the output excluded)."""
     names = []
     for node in module.graph.nodes:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from medaudit.data.medmnist import sha256_file
 from medaudit.errors import ConfigError
@@ -85,6 +86,7 @@ def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
     card = read_card(path)
     notes: list[str] = []
     twin = None
+    parameters: int | None
     if fmt == "onnx":
         graph = onnx.read_onnx(path)
         card = card or onnx.card_from_metadata(graph, str(path))
@@ -94,7 +96,7 @@ def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
             channels = dims[1] if dims[1] in (1, 3) else None
             size = dims[2] if dims[2] is not None and dims[2] == dims[3] else None
             spec = InputSpec(channels=channels, input_size=size)
-        network = onnx.OrtNetwork(onnx.make_session(path, device))
+        network: nn.Module = onnx.OrtNetwork(onnx.make_session(path, device))
         twin, reason = onnx.convert_to_torch(graph)
         if twin is None:
             notes.append(f"black-box only: the ONNX graph did not convert to torch ({reason})")

@@ -8,6 +8,7 @@ left open (task, class names, whether outputs are probabilities).
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from medaudit.data import AuditData
 from medaudit.errors import ModelLoadError, ModelRuntimeError, ShapeMismatch, first_line
@@ -232,18 +233,18 @@ def bind_model(model: AuditModel, data: AuditData) -> list[str]:
         names += [str(i) for i in range(len(names), outputs)]
         model.class_names = tuple(names)
     if model.is_onnx and model.twin is not None:
-        warnings.extend(_verify_twin(model, x))
+        warnings.extend(_verify_twin(model, model.twin, x))
     model.warnings = warnings
     return warnings
 
 
-def _verify_twin(model: AuditModel, x: torch.Tensor) -> list[str]:
+def _verify_twin(model: AuditModel, twin: nn.Module, x: torch.Tensor) -> list[str]:
     """Use the converted graph for gradients only if it matches onnxruntime."""
     with torch.inference_mode():
         pre = model.preprocess(x.to(model.device))
         theirs = model.network(pre).float().cpu()
         try:
-            ours = model.twin(pre).float().cpu()
+            ours = twin(pre).float().cpu()
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
             model.info.notes.append(f"black-box only: the converted graph fails to run ({first_line(exc)})")
             return []

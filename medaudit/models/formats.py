@@ -187,7 +187,7 @@ class ExportedNetwork(nn.Module):
     is a no-op here instead of an error (``AuditModel`` calls ``eval()``).
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: torch.fx.GraphModule) -> None:
         super().__init__()
         self.module = module
 

@@ -1,7 +1,8 @@
 """ONNX models: onnxruntime for inference, a converted torch twin for gradients.
 
-The twin (onnx2pytorch) is used only after its logits match onnxruntime on the
-audit data (``verify_twin``); otherwise the model is black-box only.
+The twin (onnx2pytorch, the optional ``onnx-gradients`` extra) is used only after its
+logits match onnxruntime on the audit data (``verify_twin``); otherwise, or without
+onnx2pytorch installed, the model is black-box only.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ class OrtNetwork(nn.Module):
         self.session = session
         self.input_name = session.get_inputs()[0].name
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         outputs = self.session.run(None, {self.input_name: array})
         if len(outputs) != 1:  # the wrapper refuses a tuple with the model's name
-            return tuple(torch.from_numpy(np.asarray(o)) for o in outputs)  # type: ignore[return-value]
+            return tuple(torch.from_numpy(np.asarray(o)) for o in outputs)
         out = np.asarray(outputs[0])
         if not np.issubdtype(out.dtype, np.floating):
             return torch.from_numpy(out)  # integer labels: refused by the wrapper, not cast to logits
@@ -78,7 +79,7 @@ def card_from_metadata(model: Any, where: str) -> ModelCard | None:
             ) from None
         return card_from_dict(doc, f"{where} metadata")
     loose: dict[str, Any] = {}
-    pre = {}
+    pre: dict[str, list[float] | int] = {}
     try:
         for key in ("mean", "std"):
             if key in props:
@@ -138,7 +139,10 @@ def convert_to_torch(model: Any) -> tuple[nn.Module | None, str]:
     try:
         from onnx2pytorch import ConvertModel
     except ImportError as exc:
-        return None, f"onnx2pytorch is not importable ({exc})"
+        return None, (
+            f"onnx2pytorch is not importable: {first_line(exc)}; "
+            "pip install 'medaudit[onnx-gradients]' for gradients and white-box attacks"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -46,6 +46,9 @@ def _what_it_raised(exc: Exception) -> str:
 class Preprocess(nn.Module):
     """Channel broadcast, resize and normalisation from an ``InputSpec``."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, spec: InputSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -175,7 +178,10 @@ class AuditModel(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        network = self.twin if self.twin_verified else self.network
+        network = self.network
+        if self.twin_verified:
+            assert self.twin is not None, "a verified twin is set by bind_model"
+            network = self.twin
         return self.adapt(self.run_network(network, self.preprocess(x)))
 
     @torch.inference_mode()

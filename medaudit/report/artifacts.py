@@ -53,9 +53,9 @@ def save_grid(path: Path, result: AttackResult, data: AuditData) -> int:
     assert result.adversarial is not None, "run_attacks(keep_adversarial=True) first"
     picks: list[tuple[int, float]] = []
     for outcome in result.outcomes:  # smallest eps first: the most fragile samples
-        for index in np.flatnonzero(outcome.broken_by >= 0):
-            if all(index != p for p, _ in picks):
-                picks.append((int(index), outcome.eps))
+        for sample in np.flatnonzero(outcome.broken_by >= 0):
+            if all(sample != p for p, _ in picks):
+                picks.append((int(sample), outcome.eps))
     picks = picks[:GRID_ROWS]
     if not picks:
         return 0

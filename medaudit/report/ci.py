@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 from rich.table import Table
 
+from medaudit.audits import audits
+from medaudit.document import sections
 from medaudit.gate.compare import Row
-from medaudit.gate.metrics import EPS, HEADLINE, extract_metrics, split_key
 from medaudit.gate.policy import OPS, Verdict
 from medaudit.report.atomic import write_atomic
 from medaudit.report.escaping import md_code, md_text, rich_text, xml_text
@@ -109,14 +110,14 @@ def _md_op(op: str) -> str:
     return op if op in OPS else md_code(op, table=True)
 
 
-def _headline_rows(doc: dict[str, Any]) -> list[tuple[str, float]]:
-    metrics = extract_metrics(doc)
-    out = []
-    for key, value in metrics.items():
-        base, eps = split_key(key)
-        if (f"{base}@{EPS}" if eps is not None else base) in HEADLINE:
-            out.append((key, value))
-    return out
+def _summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(audit, metric, value) as the console and HTML summaries show them (``Audit.summary``)."""
+    return [
+        (name, row.label, row.text)
+        for name, results in sections(doc).items()
+        if name in audits
+        for row in audits.get(name).summary(results)
+    ]
 
 
 def markdown_summary(
@@ -133,10 +134,13 @@ def markdown_summary(
             f"- {_data_line(doc)}",
             f"- report: {md_code(doc.get('command', '?'))}",
         ]
-    headline = [row for doc in docs for row in _headline_rows(doc)]
+    headline = [row for doc in docs for row in _summary_rows(doc)]
     if headline:
-        lines += ["", "| metric | value |", "|---|---:|"]
-        lines += [f"| {md_code(key, table=True)} | {fmt(value)} |" for key, value in headline]
+        lines += ["", "| audit | metric | value |", "|---|---|---:|"]
+        lines += [
+            f"| {md_text(audit, table=True)} | {md_text(metric, table=True)} | {md_text(value, table=True)} |"
+            for audit, metric, value in headline
+        ]
     if verdicts:
         lines += ["", "| | rule | value | threshold |", "|---|---|---:|---:|"]
         for v in verdicts:

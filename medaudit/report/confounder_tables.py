@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import JustifyMethod
 from rich.table import Table
 
 from medaudit.report.escaping import rich_text as _t
@@ -40,13 +41,14 @@ def confounder_tables(results: dict[str, Any], title: str) -> list[Table]:
     ranking = Table(
         title=_t(f"{title}: artifacts ranked by sensitivity", "table.title"), title_justify="left"
     )
-    for column, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("artifact", "left"),
         ("worst flip rate", "right"),
         ("worst ΔAUC reversed", "right"),
         ("verdict", "left"),
-    ):
-        ranking.add_column(column, justify=justify)  # type: ignore[arg-type]
+    )
+    for column, justify in columns:
+        ranking.add_column(column, justify=justify)
     for row in results["ranking"]:
         style = VERDICT_STYLE[row["verdict"]]
         ranking.add_row(

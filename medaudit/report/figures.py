@@ -27,6 +27,7 @@ from medaudit.report.escaping import mpl_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
 GRID_CELL_IN = 1.1  # inches per image cell: 28 px images upscale ~4x with nearest, 15 rows stay readable
 GRID_DPI = 100
@@ -225,7 +226,7 @@ def _distance_histogram_figure(series: dict[str, np.ndarray], title: str, xlabel
     )
     bins = np.linspace(0.0, float(pooled.max()) * 1.02 + 1e-12, 50)
     for (name, _), values in zip(series.items(), finite, strict=True):
-        ax.hist(values, bins=bins, alpha=0.55, label=mpl_text(f"{name} (n = {len(values)})"))
+        ax.hist(values, bins=bins.tolist(), alpha=0.55, label=mpl_text(f"{name} (n = {len(values)})"))
     ax.set_title(mpl_text(title), fontsize=10)
     ax.set_xlabel(mpl_text(xlabel))
     ax.set_ylabel("images")
@@ -243,11 +244,6 @@ def save_distance_histogram(path: Path, series: dict[str, np.ndarray], title: st
     _save_atomic(_distance_histogram_figure(series, title, xlabel), path, HEATMAP_DPI)
 
 
-def distance_histogram_png(series: dict[str, np.ndarray], title: str, xlabel: str) -> bytes:
-    """The histograms of ``save_distance_histogram`` as PNG bytes, for embedding in a report."""
-    return _png_bytes(_distance_histogram_figure(series, title, xlabel), HEATMAP_DPI)
-
-
 def _curve_points(records: list[dict[str, Any]], attack: str) -> tuple[list[float], list[float]]:
     """(eps, robust accuracy) for one attack's records, starting at eps 0 with the clean accuracy."""
     rows = sorted((r for r in records if r["attack"] == attack), key=lambda r: r["eps"])
@@ -256,6 +252,15 @@ def _curve_points(records: list[dict[str, Any]], attack: str) -> tuple[list[floa
     if rows and eps[0] > 0 and rows[0].get("clean_accuracy") is not None:
         eps, acc = [0.0, *eps], [float(rows[0]["clean_accuracy"]), *acc]
     return eps, acc
+
+
+def _to_grey_levels(eps: ArrayLike) -> np.ndarray:
+    """eps in [0, 1] pixel units -> 8-bit grey levels (the curve's top axis)."""
+    return np.asarray(eps) * 255
+
+
+def _from_grey_levels(grey: ArrayLike) -> np.ndarray:
+    return np.asarray(grey) / 255
 
 
 def _robustness_curve_figure(records: list[dict[str, Any]], title: str) -> Figure:
@@ -284,7 +289,7 @@ def _robustness_curve_figure(records: list[dict[str, Any]], title: str) -> Figur
     ax.grid(alpha=0.3)
     ax.set_xlabel(mpl_text(f"eps ({norm}, [0, 1] pixel units)"))
     ax.set_ylabel("robust accuracy")
-    top = ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda g: g / 255))
+    top = ax.secondary_xaxis("top", functions=(_to_grey_levels, _from_grey_levels))
     top.set_xlabel("eps × 255 (8-bit grey levels)" if norm == "linf" else "eps × 255")
     ax.set_title(mpl_text(title), fontsize=10)
     ax.legend(frameon=False, fontsize=8)

@@ -26,18 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from medaudit.audits import audits
 from medaudit.report import figures
 from medaudit.report.atomic import write_atomic
 from medaudit.report.escaping import printable
 
 SECTION_ORDER = ("eval", "attack", "shift", "confounders", "intrinsic")
-SECTION_TITLES = {
-    "eval": "Clean metrics",
-    "attack": "Adversarial robustness",
-    "shift": "Distribution shift",
-    "intrinsic": "Intrinsic properties",
-    "confounders": "Confounder probes",
-}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 B64_LINE = 76  # MIME line length: keeps the source readable; URL parsing drops the newlines
 
@@ -222,72 +216,20 @@ def _header(doc: dict[str, Any], gate: list[dict[str, Any]] | None) -> str:
     return f'<header><h1>{_e(title)}</h1>{badge}<table class="meta">{body}</table></header>'
 
 
-def _worst_records(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in results.get("sweep", []) if r.get("attack") == "worst-case"]
-
-
 def _summary(sections: dict[str, Any]) -> str:
     """Headline numbers, one block of rows per section, so the reader sees the verdict first."""
-    rows: list[tuple[str, str, Any, int]] = []
-    for name, res in sections.items():
-        if not isinstance(res, dict):
-            continue
-        if name == "eval":
-            rows += [
-                (name, "accuracy", res.get("accuracy"), 4),
-                (name, "balanced accuracy", res.get("balanced_accuracy"), 4),
-                (name, "AUC", res.get("auc"), 4),
-                (name, "n", res.get("n"), 0),
-            ]
-        elif name == "attack":
-            rows.append((name, "clean accuracy", res.get("clean_accuracy"), 4))
-            for r in _worst_records(res):
-                label = f"robust accuracy, {r.get('norm', '')} eps {r['eps']:.4g} ({r['eps'] * 255:.2g}/255)"
-                rows.append((name, label, r.get("robust_accuracy"), 4))
-            if res.get("curve"):
-                rows.append((name, "normalised area under the curve", res["curve"].get("normalised_area"), 4))
-            checks = res.get("checks")
-            if checks is not None:
-                passed = sum(bool(c.get("passed")) for c in checks)
-                rows.append((name, "honesty checks passed", f"{passed} of {len(checks)}", 0))
-        elif name == "shift":
-            s = res.get("summary") or {}
-            rows += [
-                (name, "clean balanced error", s.get("clean_be"), 4),
-                (name, "mean corrupted balanced error", s.get("mean_be"), 4),
-                (name, "mean accuracy drop", s.get("mean_accuracy_drop"), 4),
-                (name, "mean AUC drop", s.get("mean_auc_drop"), 4),
-                (
-                    name,
-                    "worst corruption",
-                    f"{s.get('worst_corruption')} (BE {_num(s.get('worst_corruption_be'))})",
-                    0,
-                ),
-            ]
-        elif name == "intrinsic":
-            sharp, d_data = res.get("label_sharpness") or {}, res.get("d_data") or {}
-            rows += [
-                (name, "label sharpness K_F", sharp.get("k_f"), 4),
-                (
-                    name,
-                    "d_data (TwoNN / MLE)",
-                    f"{_num(d_data.get('twonn'), 1)} / {_num(d_data.get('mle'), 1)}",
-                    0,
-                ),
-            ]
-            if res.get("d_repr"):
-                d = res["d_repr"]
-                rows.append(
-                    (name, "d_repr (TwoNN / MLE)", f"{_num(d.get('twonn'), 1)} / {_num(d.get('mle'), 1)}", 0)
-                )
-            if res.get("model_smoothness"):
-                rows.append((name, "local Lipschitz (mean)", f"{res['model_smoothness']['mean']:.4g}", 0))
+    rows = [
+        (name, row.label, row.text)
+        for name, res in sections.items()
+        if name in audits and isinstance(res, dict)
+        for row in audits.get(name).summary(res)
+    ]
     if not rows:
         return ""
     out, previous = [], None
-    for section, metric, value, digits in rows:
+    for section, metric, value in rows:
         shown = section if section != previous else ""
-        out.append(f"<tr><th>{_e(shown)}</th><td>{_e(metric)}</td>{_td(value, digits)}</tr>")
+        out.append(f'<tr><th>{_e(shown)}</th><td>{_e(metric)}</td><td class="num">{_e(value)}</td></tr>')
         previous = section
     return '<section id="summary"><h2>Summary</h2>' + _table(["audit", "metric", "value"], out) + "</section>"
 
@@ -603,7 +545,7 @@ def _confounders_section(res: dict[str, Any], title: str) -> str:
 
 
 def _section(name: str, res: Any, data_label: str) -> str:
-    heading = SECTION_TITLES.get(name, name)
+    heading = audits.get(name).title if name in audits else name
     if name == "eval" and isinstance(res, dict):
         body = _eval_section(res)
     elif name == "attack" and isinstance(res, dict):

@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
+from medaudit.audits import audits
 from medaudit.report.escaping import rich_text as _t
 
 
@@ -270,51 +271,17 @@ def intrinsic_table(results: dict[str, Any], title: str) -> Table:
 
 
 def run_summary_table(sections: dict[str, dict[str, Any]], title: str) -> Table:
-    """The headline numbers of every audit in a ``medaudit run`` report."""
+    """The headline numbers of every audit in a ``medaudit run`` report (``Audit.summary``)."""
     table = Table(title=_t(title, "table.title"), title_justify="left")
     table.add_column("audit")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    rows: list[tuple[str, str, str]] = []
-    if "eval" in sections:
-        e = sections["eval"]
-        rows += [
-            ("eval", "accuracy", _fmt(e["accuracy"])),
-            ("eval", "balanced accuracy", _fmt(e["balanced_accuracy"])),
-        ]
-        rows.append(("eval", "AUC", _fmt(e["auc"])))
-    if "attack" in sections:
-        for record in sections["attack"]["sweep"]:
-            if record["attack"] == "worst-case":
-                eps = f"{record['norm']} eps {record['eps']:.4g} ({record['eps'] * 255:.2g}/255)"
-                rows.append(("attack", f"robust accuracy, {eps}", _fmt(record["robust_accuracy"])))
-    if "shift" in sections:
-        s = sections["shift"]["summary"]
-        rows += [
-            ("shift", "mean corrupted balanced error", _fmt(s["mean_be"])),
-            ("shift", "mean accuracy drop", _fmt(s["mean_accuracy_drop"])),
-            (
-                "shift",
-                "worst corruption",
-                f"{s['worst_corruption']} (BE {_fmt(s['worst_corruption_be'], 3)})",
-            ),
-        ]
-    if "intrinsic" in sections:
-        i = sections["intrinsic"]
-        rows += [
-            ("intrinsic", "label sharpness K_F", _fmt(i["label_sharpness"]["k_f"])),
-            ("intrinsic", "d_data (TwoNN / MLE)", f"{i['d_data']['twonn']:.1f} / {i['d_data']['mle']:.1f}"),
-        ]
-        if i["d_repr"] is not None:
-            rows.append(
-                (
-                    "intrinsic",
-                    "d_repr (TwoNN / MLE)",
-                    f"{i['d_repr']['twonn']:.1f} / {i['d_repr']['mle']:.1f}",
-                )
-            )
-        if i["model_smoothness"] is not None:
-            rows.append(("intrinsic", "local Lipschitz (mean)", f"{i['model_smoothness']['mean']:.4g}"))
+    rows = [
+        (name, row.label, row.text)
+        for name, results in sections.items()
+        if name in audits
+        for row in audits.get(name).summary(results)
+    ]
     previous = None
     for audit, metric, value in rows:
         table.add_row(audit if audit != previous else "", _t(metric), _t(value))

@@ -146,6 +146,8 @@ def run_shift(
     progress: Callable[[int], None] | None = None,
 ) -> ShiftResult:
     """Clean and corrupted predictions of a bound model for every corruption x severity."""
+    task, class_names = model.task, model.class_names
+    assert task is not None and class_names is not None, "bind_model first"
     if data.size[0] != data.size[1]:
         raise ConfigError(f"shift needs square images, got {data.size[0]}x{data.size[1]}")
     cells = [(name, s) for name in config.corruptions for s in config.severities]
@@ -175,8 +177,8 @@ def run_shift(
         clean_logits=torch.cat(clean_chunks),
         cell_logits={cell: torch.cat(chunks) for cell, chunks in cell_chunks.items()},
         labels=data.labels,
-        task=model.task,
-        class_names=model.class_names,
+        task=task,
+        class_names=class_names,
         baseline_note=baseline_reason(config, data),
         notes=notes,
     )

@@ -115,7 +115,7 @@ def disk_kernel(radius: float, alias_sigma: float, supersample: int = 1) -> np.n
     return sum(g[i] * rows[:, i : i + disk.shape[1]] for i in range(ksize)).astype(np.float32)
 
 
-@register("defocus_blur", needs_rgb=False)
+@register("defocus_blur", "disc-kernel blur of an out-of-focus lens", needs_rgb=False)
 def defocus_blur(x: np.ndarray, param: tuple[float, float], ctx: OpContext) -> np.ndarray:
     radius, alias = param
     if ctx.scale == 1.0:
@@ -127,7 +127,7 @@ def defocus_blur(x: np.ndarray, param: tuple[float, float], ctx: OpContext) -> n
     return _truncate(fft_correlate(padded, torch.from_numpy(kernel).double()[None]))
 
 
-@register("gaussian_blur", needs_rgb=False)
+@register("gaussian_blur", "Gaussian blur (torchvision's kernel and sigma)", needs_rgb=False)
 def gaussian_blur(x: np.ndarray, kernel_size: int, ctx: OpContext) -> np.ndarray:
     """torchvision's kernel and sigma; scaled mode shrinks sigma and sizes the kernel to 3 sigma."""
     sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
@@ -144,7 +144,9 @@ def gaussian_blur(x: np.ndarray, kernel_size: int, ctx: OpContext) -> np.ndarray
     return _round(_correlate(image, torch.outer(g, g)))
 
 
-@register("motion_blur", needs_rgb=False)
+@register(
+    "motion_blur", "blur along a random direction per image (camera or patient motion)", needs_rgb=False
+)
 def motion_blur(x: np.ndarray, param: tuple[float, float], ctx: OpContext) -> np.ndarray:
     """ImageMagick ``MotionBlurImage(radius, sigma, angle)``, angle ~ U(-45, 45) per image.
 
@@ -190,7 +192,7 @@ def _splat(n: int, side: int, rows: np.ndarray, cols: np.ndarray, weights: np.nd
     return kernels
 
 
-@register("zoom_blur", needs_rgb=False)
+@register("zoom_blur", "mean of the image and its zooms about the centre", needs_rgb=False)
 def zoom_blur(x: np.ndarray, spec: tuple[float, float, float], ctx: OpContext) -> np.ndarray:
     """Mean of the image and its zooms by each factor about the centre (size-relative).
 

@@ -36,12 +36,12 @@ def _gamma(x: np.ndarray, gamma: float, ctx: OpContext) -> np.ndarray:
     return table[x]
 
 
-register("brightness_up")(_brightness)
-register("brightness_down")(_brightness)
-register("contrast_up")(_contrast)
-register("contrast_down")(_contrast)
-register("gamma_corr_up")(_gamma)
-register("gamma_corr_down")(_gamma)
+register("brightness_up", "brighter: blend with black at a factor above 1")(_brightness)
+register("brightness_down", "darker: blend with black at a factor below 1")(_brightness)
+register("contrast_up", "more contrast: blend away from the mean grey level")(_contrast)
+register("contrast_down", "less contrast: blend towards the mean grey level")(_contrast)
+register("gamma_corr_up", "gamma above 1: darker mid-tones")(_gamma)
+register("gamma_corr_down", "gamma below 1: brighter mid-tones")(_gamma)
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
@@ -71,7 +71,7 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
     return np.stack([np.choose(sector, [c[channel] for c in choices]) for channel in range(3)], axis=-1)
 
 
-@register("saturate", needs_rgb=True)
+@register("saturate", "more colour saturation in HSV (grey images become tinted)", needs_rgb=True)
 def saturate(x: np.ndarray, delta: float, ctx: OpContext) -> np.ndarray:
     """S <- clip(S + delta) in HSV; grey images become tinted (MedMNIST-C uses it on colour sets only)."""
     hsv = rgb_to_hsv(x / 255.0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from medaudit.registry import Registry
 from medaudit.shift.catalogue import PARAMS, REFERENCE_SIZE, params_source, severity_param
 
 Mode = Literal["medmnistc", "scaled"]
+Images = TypeVar("Images", torch.Tensor, np.ndarray)  # a batch comes back as the type it came in
 CHUNK_VALUES = 1 << 18
 MODES: tuple[str, ...] = ("medmnistc", "scaled")
 
@@ -54,14 +55,18 @@ class Corruption:
     fn: CorruptionFn
     needs_rgb: bool
     """Run grey images as RGB and convert back (randomness or colour per channel)."""
+    description: str
+    """One line for ``medaudit list corruptions``."""
 
 
 corruptions: Registry[Corruption] = Registry("corruption")
 
 
-def register(name: str, *, needs_rgb: bool = False) -> Callable[[CorruptionFn], CorruptionFn]:
+def register(
+    name: str, description: str, *, needs_rgb: bool = False
+) -> Callable[[CorruptionFn], CorruptionFn]:
     def add(fn: CorruptionFn) -> CorruptionFn:
-        corruptions.register(name, Corruption(name, fn, needs_rgb))
+        corruptions.register(name, Corruption(name, fn, needs_rgb, description))
         return fn
 
     return add
@@ -140,7 +145,7 @@ def apply_uint8(
 
 
 def corrupt(
-    images: torch.Tensor | np.ndarray,
+    images: Images,
     corruption: str,
     severity: int,
     seed: int = 0,
@@ -149,7 +154,7 @@ def corrupt(
     modality: str | None = None,
     mode: str | None = None,
     indices: Sequence[int] | None = None,
-) -> torch.Tensor | np.ndarray:
+) -> Images:
     """Corrupt a batch of NCHW images: float in [0,1] (quantised to 8 bits) or uint8.
 
     ``dataset`` or ``modality`` picks the parameter table, ``mode`` the pixel
@@ -169,11 +174,11 @@ def corrupt(
 
 
 def on_uint8_batch(
-    images: torch.Tensor | np.ndarray,
+    images: Images,
     fn: Callable[[np.ndarray, list[int]], np.ndarray],
     caller: str,
     indices: Sequence[int] | None,
-) -> torch.Tensor | np.ndarray:
+) -> Images:
     """The public-API wrapper of a uint8 NHWC batch operation (corruptions, artifacts).
 
     Checks NCHW square images with 1 or 3 channels and the indices that seed each
@@ -189,13 +194,12 @@ def on_uint8_batch(
         indices = range(n)
     elif len(indices) != n:
         raise ConfigError(f"{len(indices)} indices for {n} images")
-    is_tensor = isinstance(images, torch.Tensor)
-    array = images.detach().cpu().numpy() if is_tensor else np.asarray(images)
+    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     floating = array.dtype != np.uint8
     if floating:
         array = np.clip(np.rint(array.astype(np.float32) * 255), 0, 255).astype(np.uint8)
     out = np.ascontiguousarray(fn(array.transpose(0, 2, 3, 1), list(indices)).transpose(0, 3, 1, 2))
-    if not is_tensor:
+    if not isinstance(images, torch.Tensor):
         return (out / 255).astype(images.dtype) if floating else out
     tensor = torch.from_numpy(out)
     return (tensor.to(images.dtype) / 255 if floating else tensor).to(images.device)

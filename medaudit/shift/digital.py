@@ -14,7 +14,7 @@ from PIL import Image
 from medaudit.shift.corrupt import OpContext, register
 
 
-@register("pixelate")
+@register("pixelate", "downsample and upsample with a box filter (blocky pixels)")
 def pixelate(x: np.ndarray, factor: float, ctx: OpContext) -> np.ndarray:
     """Down to int(size * factor) and back with a box filter (size-relative: same in both modes)."""
     size = x.shape[1]
@@ -22,11 +22,13 @@ def pixelate(x: np.ndarray, factor: float, ctx: OpContext) -> np.ndarray:
     out = np.empty_like(x)
     for i, image in enumerate(x):
         pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-        out[i] = np.asarray(pil.resize(small, Image.BOX).resize((size, size), Image.BOX)).reshape(image.shape)
+        out[i] = np.asarray(
+            pil.resize(small, Image.Resampling.BOX).resize((size, size), Image.Resampling.BOX)
+        ).reshape(image.shape)
     return out
 
 
-@register("jpeg_compression")
+@register("jpeg_compression", "lossy JPEG encode and decode at a low quality")
 def jpeg_compression(x: np.ndarray, quality: int, ctx: OpContext) -> np.ndarray:
     """PIL JPEG encode at ``quality`` and decode, one image at a time.
 

@@ -84,7 +84,7 @@ def area_downsample(mask: np.ndarray, size: int) -> np.ndarray:
     return weights @ mask @ weights.T
 
 
-@register("black_corner")
+@register("black_corner", "black outside a centred disc (a microscope's round field of view)")
 def black_corner(x: np.ndarray, param: float, ctx: OpContext) -> np.ndarray:
     """Zero everything outside a centred disc (a microscope's round field of view)."""
     height, width = x.shape[1:3]
@@ -122,7 +122,7 @@ def _paste(canvas: np.ndarray, blob: np.ndarray, row: int, col: int) -> None:
         canvas[r0:r1, c0:c1] |= blob[r0 - row : r1 - row, c0 - col : c1 - col]
 
 
-@register("stain_deposit")
+@register("stain_deposit", "black ink blots (dirt or stain deposits on a slide)")
 def stain_deposit(x: np.ndarray, param: tuple[int, int], ctx: OpContext) -> np.ndarray:
     """Black ink blots (dirt or stain deposits on a slide), 1..max_marks of them."""
     max_marks, ink_px = param
@@ -143,7 +143,7 @@ def stain_deposit(x: np.ndarray, param: tuple[int, int], ctx: OpContext) -> np.n
     return out
 
 
-@register("bubble")
+@register("bubble", "translucent white discs (air bubbles under a cover slip)")
 def bubble(x: np.ndarray, param: tuple[int, int], ctx: OpContext) -> np.ndarray:
     """Translucent white discs with a brighter rim (air bubbles under a cover slip).
 
@@ -161,8 +161,8 @@ def bubble(x: np.ndarray, param: tuple[int, int], ctx: OpContext) -> np.ndarray:
             radius = int(rng.integers(3, max(3, max_radius) + 1))
             cx = _randint(rng, radius, ref - radius)
             cy = _randint(rng, radius, ref - radius)
-            for r, alpha in ((radius + BUBBLE_RIM, BUBBLE_RIM_ALPHA), (radius, BUBBLE_ALPHA)):
-                draw.ellipse(((cx - r) * unit, (cy - r) * unit, (cx + r) * unit, (cy + r) * unit), fill=alpha)
+            for r, fill in ((radius + BUBBLE_RIM, BUBBLE_RIM_ALPHA), (radius, BUBBLE_ALPHA)):
+                draw.ellipse(((cx - r) * unit, (cy - r) * unit, (cx + r) * unit, (cy + r) * unit), fill=fill)
         alpha = area_downsample(np.asarray(overlay), size)[:, :, None] / 255
         image = x[i].astype(np.float32)
         out[i] = np.rint(image + (255 - image) * alpha)
@@ -206,7 +206,7 @@ def _draw_text(
     patch += (colour - patch) * alpha[:, :, None]
 
 
-@register("characters", needs_rgb=True)
+@register("characters", "random coloured words (pen marks and labels on dermoscopy images)", needs_rgb=True)
 def characters(x: np.ndarray, param: tuple[int, int, float], ctx: OpContext) -> np.ndarray:
     """Random coloured lowercase words (pen marks and labels on dermoscopy images)."""
     max_words, max_letters, max_font_scale = param

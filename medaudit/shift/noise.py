@@ -27,25 +27,25 @@ def _to_uint8(intensity: np.ndarray) -> np.ndarray:
     return (np.clip(intensity, 0, 1) * 255).astype(np.uint8)
 
 
-@register("gaussian_noise", needs_rgb=True)
+@register("gaussian_noise", "additive Gaussian noise", needs_rgb=True)
 def gaussian_noise(x: np.ndarray, sigma: float, ctx: OpContext) -> np.ndarray:
     """x + N(0, sigma)."""
     return _per_image(x, ctx, lambda rng, v: v + rng.normal(scale=sigma, size=v.shape))
 
 
-@register("speckle_noise", needs_rgb=True)
+@register("speckle_noise", "multiplicative noise (ultrasound and OCT speckle)", needs_rgb=True)
 def speckle_noise(x: np.ndarray, sigma: float, ctx: OpContext) -> np.ndarray:
     """x + x * N(0, sigma): multiplicative, as ultrasound and OCT speckle."""
     return _per_image(x, ctx, lambda rng, v: v + v * rng.normal(scale=sigma, size=v.shape))
 
 
-@register("shot_noise", needs_rgb=True)
+@register("shot_noise", "Poisson photon noise", needs_rgb=True)
 def shot_noise(x: np.ndarray, photons: float, ctx: OpContext) -> np.ndarray:
     """Poisson(x * photons) / photons: fewer photons, more noise."""
     return _per_image(x, ctx, lambda rng, v: rng.poisson(v * photons) / float(photons))
 
 
-@register("impulse_noise", needs_rgb=True)
+@register("impulse_noise", "salt and pepper: random pixels set to black or white", needs_rgb=True)
 def impulse_noise(x: np.ndarray, amount: float, ctx: OpContext) -> np.ndarray:
     """Salt and pepper: each element flipped with probability ``amount``, half to 0, half to 1.
 

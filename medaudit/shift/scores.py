@@ -128,6 +128,8 @@ def summary(
 
     covered = {name: s for name, s in per_corruption.items() if s["normalised_be"] is not None}
     excluded = [name for name, s in covered.items() if s["rbe_flagged"]]
+    mean_normalised_be: float | None
+    mean_rbe: float | None
     if covered:
         mean_normalised_be = _mean(s["normalised_be"] for s in covered.values())
         mean_rbe = _mean(s["rbe"] for s in covered.values() if not s["rbe_flagged"])

@@ -69,6 +69,12 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """``small_input`` picks the 28 px stem and naming; otherwise the 224 px one."""
 
+    # set with setattr in __init__ (the names are the checkpoints' state_dict keys)
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         block: type[BasicBlock | Bottleneck],

@@ -56,7 +56,8 @@ class ResidualBlock(nn.Module):
 class ResCNN(nn.Module):
     """A compact residual CNN: a full-resolution stem, then three strided residual stages.
 
-    About 10 M multiply-adds per 28 px image and 0.5 M parameters: fast enough to attack
+    About 10 M multiply-adds per 28 px image and 0.31 M parameters at the default width 32
+    (305,482 for one input channel and two classes): fast enough to attack
     on a CPU, strong enough for MedMNIST at 28 and 64 px.
     """
 
@@ -82,5 +83,5 @@ def small_cnn(in_channels: int = 1, num_classes: int = 2) -> SmallCNN:
 
 
 def res_cnn(in_channels: int = 1, num_classes: int = 2) -> ResCNN:
-    """Compact residual CNN (about 0.5 M parameters), the sample models' architecture."""
+    """Compact residual CNN (about 0.31 M parameters), the sample models' architecture."""
     return ResCNN(in_channels, num_classes)

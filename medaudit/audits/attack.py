@@ -1,0 +1,86 @@
+"""``attack``: worst-case robust accuracy per eps, its honesty checks and the robustness curve."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from medaudit.audits.base import EPS, Audit, MetricInfo, SummaryRow, number
+
+
+def worst_case(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sweep's worst-case records (over every attack and restart), by increasing eps."""
+    sweep = results.get("sweep")
+    records = sweep if isinstance(sweep, list) else []
+    worst = [r for r in records if isinstance(r, dict) and r.get("attack") == "worst-case"]
+    return sorted(worst, key=lambda r: number(r.get("eps")))
+
+
+def eps_label(record: dict[str, Any]) -> str:
+    eps = number(record.get("eps"))
+    return f"{record.get('norm', '')} eps {eps:.4g} ({eps * 255:.2g}/255)"
+
+
+class AttackAudit(Audit):
+    name = "attack"
+    title = "Adversarial robustness"
+    metrics: ClassVar[dict[str, MetricInfo]] = {
+        "clean_accuracy": MetricInfo("accuracy on the attacked samples before attack", True, True),
+        f"robust_accuracy@{EPS}": MetricInfo(
+            "worst-case robust accuracy at EPS (sweep record with attack 'worst-case')",
+            True,
+            True,
+        ),
+        f"auc@{EPS}": MetricInfo("AUC under the worst-case attack at EPS (auc_under_attack)", True, True),
+        f"success_rate@{EPS}": MetricInfo(
+            "share of clean-correct samples broken at EPS (worst-case attack_success_rate)", False, True
+        ),
+        "checks_failed": MetricInfo(
+            "number of failed honesty checks (results.checks); gate with '== 0'", False, False
+        ),
+        "curve_area": MetricInfo(
+            "area under worst-case robust accuracy vs eps, divided by the largest eps (curve.normalised_area)",
+            True,
+            True,
+        ),
+    }
+
+    def extract(self, results: dict[str, Any]) -> dict[str, float]:
+        out = {"attack.clean_accuracy": number(results.get("clean_accuracy"))}
+        for record in worst_case(results):
+            eps = number(record.get("eps"))
+            if math.isnan(eps):
+                continue
+            tag = format(eps, "g")
+            out[f"attack.robust_accuracy@{tag}"] = number(record.get("robust_accuracy"))
+            out[f"attack.auc@{tag}"] = number(record.get("auc_under_attack"))
+            out[f"attack.success_rate@{tag}"] = number(record.get("attack_success_rate"))
+        if isinstance(results.get("checks"), list):
+            out["attack.checks_failed"] = float(
+                sum(1 for c in results["checks"] if isinstance(c, dict) and c.get("passed") is not True)
+            )
+        if isinstance(results.get("curve"), dict):
+            out["attack.curve_area"] = number(results["curve"].get("normalised_area"))
+        return out
+
+    def summary(self, results: dict[str, Any]) -> list[SummaryRow]:
+        rows = [SummaryRow("clean accuracy", results.get("clean_accuracy"))]
+        rows += [
+            SummaryRow(f"robust accuracy, {eps_label(r)}", r.get("robust_accuracy"))
+            for r in worst_case(results)
+        ]
+        if isinstance(results.get("curve"), dict):
+            rows.append(
+                SummaryRow("normalised area under the curve", results["curve"].get("normalised_area"))
+            )
+        checks = results.get("checks")
+        if isinstance(checks, list):
+            passed = sum(1 for c in checks if isinstance(c, dict) and c.get("passed") is True)
+            failed = len(checks) - passed
+            rows.append(
+                SummaryRow(
+                    "honesty checks",
+                    f"{passed} of {len(checks)} passed" + (f", {failed} FAILED" if failed else ""),
+                )
+            )
+        return rows

@@ -1,0 +1,38 @@
+"""``confounders``: how far synthetic artifacts (tags, frames, filters, noise) move predictions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number
+
+
+def _worst(results: dict[str, Any], key: str) -> float:
+    """The largest value over the ranking; NaN if any is unknown (a NaN must fail, not vanish in max())."""
+    values = [number(r.get(key)) for r in results.get("ranking") or [] if isinstance(r, dict)]
+    return math.nan if not values or any(math.isnan(v) for v in values) else max(values)
+
+
+class ConfoundersAudit(Audit):
+    name = "confounders"
+    title = "Confounder probes"
+    metrics: ClassVar[dict[str, MetricInfo]] = {
+        "worst_flip_rate": MetricInfo(
+            "largest share of predictions any probed artifact flips (ranking worst_flip_rate)", False, True
+        ),
+        "worst_auc_drop_reversed": MetricInfo(
+            "largest AUC drop with an artifact on the other classes only (reversed correlation)", False, True
+        ),
+    }
+
+    def extract(self, results: dict[str, Any]) -> dict[str, float]:
+        return {f"confounders.{key}": _worst(results, key) for key in self.metrics}
+
+    def summary(self, results: dict[str, Any]) -> list[SummaryRow]:
+        if not isinstance(results.get("ranking"), list):  # the subgroup and fine-tune modes
+            return []
+        return [
+            SummaryRow("worst flip rate", _worst(results, "worst_flip_rate")),
+            SummaryRow("worst AUC drop, reversed correlation", _worst(results, "worst_auc_drop_reversed")),
+        ]

@@ -1,0 +1,53 @@
+"""``intrinsic``: label sharpness, intrinsic dimension of data and features, model smoothness."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number, table
+
+
+def _pair(part: dict[str, Any]) -> str:
+    return f"{SummaryRow('', part.get('twonn'), 1).text} / {SummaryRow('', part.get('mle'), 1).text}"
+
+
+class IntrinsicAudit(Audit):
+    name = "intrinsic"
+    title = "Intrinsic properties"
+    metrics: ClassVar[dict[str, MetricInfo]] = {
+        "k_f": MetricInfo("label sharpness K_F of the data", None, False),
+        "d_data_mle": MetricInfo("intrinsic dimension of the data, MLE", None, False),
+        "d_data_twonn": MetricInfo("intrinsic dimension of the data, TwoNN", None, False),
+        "d_repr_mle": MetricInfo(
+            "intrinsic dimension of the model's features, MLE (with a model)", None, False
+        ),
+        "d_repr_twonn": MetricInfo(
+            "intrinsic dimension of the model's features, TwoNN (with a model)", None, False
+        ),
+        "lipschitz": MetricInfo(
+            "mean local Lipschitz constant of the model (model_smoothness.mean; with a model)",
+            False,
+            False,
+        ),
+    }
+
+    def extract(self, results: dict[str, Any]) -> dict[str, float]:
+        out = {"intrinsic.k_f": number(table(results.get("label_sharpness")).get("k_f"))}
+        for part in ("d_data", "d_repr"):  # d_repr is null without a model
+            if isinstance(results.get(part), dict):
+                out[f"intrinsic.{part}_mle"] = number(results[part].get("mle"))
+                out[f"intrinsic.{part}_twonn"] = number(results[part].get("twonn"))
+        if isinstance(results.get("model_smoothness"), dict):
+            out["intrinsic.lipschitz"] = number(results["model_smoothness"].get("mean"))
+        return out
+
+    def summary(self, results: dict[str, Any]) -> list[SummaryRow]:
+        rows = [
+            SummaryRow("label sharpness K_F", table(results.get("label_sharpness")).get("k_f")),
+            SummaryRow("d_data (TwoNN / MLE)", _pair(table(results.get("d_data")))),
+        ]
+        if isinstance(results.get("d_repr"), dict):
+            rows.append(SummaryRow("d_repr (TwoNN / MLE)", _pair(results["d_repr"])))
+        if isinstance(results.get("model_smoothness"), dict):
+            rows.append(SummaryRow("local Lipschitz (mean)", number(results["model_smoothness"].get("mean"))))
+        return rows

@@ -1,0 +1,110 @@
+"""Audits declare their metrics and summary rows once (``medaudit.audits``); the gate, the HTML page,
+the Markdown comment and the console summary take them from the registry, without naming audits."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any, ClassVar
+
+import pytest
+from rich.console import Console
+
+from medaudit.audits import Audit, MetricInfo, SummaryRow, audits
+from medaudit.document import document
+from medaudit.gate import evaluate, extract_metrics, known_metrics, load_policy
+from medaudit.report import ci, tables
+from medaudit.report.html import render_html
+
+
+class ToyAudit(Audit):
+    """An audit defined here only: nothing outside this file names it."""
+
+    name = "toy"
+    title = "Toy audit"
+    metrics: ClassVar[dict[str, MetricInfo]] = {"score": MetricInfo("the toy score", True, True)}
+
+    def extract(self, results: dict[str, Any]) -> dict[str, float]:
+        return {"toy.score": float(results["score"])}
+
+    def summary(self, results: dict[str, Any]) -> list[SummaryRow]:
+        return [SummaryRow("toy score", results["score"]), SummaryRow("toy verdict", "planted")]
+
+
+@pytest.fixture
+def toy(monkeypatch: pytest.MonkeyPatch) -> ToyAudit:
+    audit = ToyAudit()
+    monkeypatch.setitem(audits._entries, audit.name, audit)
+    return audit
+
+
+def run_doc(results: dict[str, Any]) -> dict[str, Any]:
+    model = {"path": "m.pt", "format": "torchscript", "sha256": "0" * 64}
+    data = {"source": "npz", "path": "d.npz", "n": 10}
+    return document("run", {}, results, model=model, data=data, seed=0, wall_time_s=1.0, warnings=[])
+
+
+def test_a_registered_audit_reaches_the_gate_and_every_summary(toy: ToyAudit) -> None:
+    doc = run_doc({"toy": {"score": 0.25}})
+    assert known_metrics()["toy.score"].direction == "higher"
+    assert extract_metrics(doc) == {"toy.score": 0.25}
+    (verdict,) = evaluate(load_policy({"gate": {"toy.score": ">= 0.5"}}), extract_metrics(doc))
+    assert verdict.passed is False
+    page = render_html(doc)
+    assert "Toy audit" in page and "toy score" in page and "0.2500" in page and "planted" in page
+    comment = ci.markdown_summary(doc, [verdict])
+    assert "toy score" in comment and "0.2500" in comment and "planted" in comment
+    console = Console(record=True, width=200)
+    console.print(tables.run_summary_table(doc["results"], "summary"))
+    text = console.export_text()
+    assert "toy score" in text and "0.2500" in text and "planted" in text
+
+
+def test_unregistered_sections_are_not_gateable(toy: ToyAudit) -> None:
+    doc = run_doc({"other": {"score": 1.0}})
+    assert extract_metrics(doc) == {}
+    assert "other.score" not in known_metrics()
+
+
+def _rows_in_html(page: str) -> list[tuple[str, str]]:
+    summary = page.split('<section id="summary">', 1)[1].split("</section>", 1)[0]
+    cells = re.findall(r"<td>(.*?)</td><td class=\"num\">(.*?)</td>", summary)
+    return [(html.unescape(a), html.unescape(b)) for a, b in cells]
+
+
+def test_console_html_and_markdown_show_the_same_summary() -> None:
+    """The three summaries used to disagree (different rows, four number formats)."""
+    results = {
+        "eval": {"accuracy": 0.875, "balanced_accuracy": 0.8, "auc": 0.91234, "n": 624},
+        "attack": {
+            "clean_accuracy": 0.875,
+            "sweep": [{"attack": "worst-case", "eps": 1 / 255, "norm": "linf", "robust_accuracy": 0.5}],
+            "curve": {"normalised_area": 0.6},
+            "checks": [{"check": "a", "passed": True}, {"check": "b", "passed": False}],
+        },
+        "shift": {
+            "summary": {
+                "clean_be": 0.1,
+                "mean_be": 0.2,
+                "mean_accuracy_drop": 0.05,
+                "mean_auc_drop": None,
+                "worst_corruption": "pixelate",
+                "worst_corruption_be": 0.4,
+            }
+        },
+    }
+    expected = [
+        (row.label, row.text) for name, res in results.items() for row in audits.get(name).summary(res)
+    ]
+    assert ("honesty checks", "1 of 2 passed, 1 FAILED") in expected
+    assert ("mean AUC drop", "-") in expected
+    doc = run_doc(results)
+    assert _rows_in_html(render_html(doc)) == expected
+    table_lines = [line for line in ci.markdown_summary(doc, []).splitlines() if line.startswith("| ")]
+    cells = [[cell.strip(" `") for cell in line.strip("|").split(" | ")] for line in table_lines[1:]]
+    assert [(metric, value) for _, metric, value in cells] == expected
+    console = Console(record=True, width=300)
+    console.print(tables.run_summary_table(results, "summary"))
+    text = console.export_text()
+    for label, value in expected:
+        assert re.search(re.escape(label) + r"\s*│\s*" + re.escape(value), text), (label, value)
