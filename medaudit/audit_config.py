@@ -11,10 +11,12 @@ import difflib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 from medaudit.errors import ConfigError
+from medaudit.options import from_file
 from medaudit.registry import parse_spec
+from medaudit.settings import DataSettings, ModelSettings, RunSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,27 +24,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "model": {
-        "path": str,
-        "arch": str,
-        "trust_checkpoint": bool,
-        "mean": (str, float, list),
-        "std": (str, float, list),
-        "input_size": int,
-        "channels": int,
-    },
-    "data": {
-        "dataset": str,
-        "size": int,
-        "split": str,
-        "data_root": str,
-        "download": bool,
-        "data": str,
-        "task": str,
-        "limit": int,
-        "seed": int,
-    },
-    "run": {"device": str, "batch_size": int},
     "eval": {},
     "attack": {
         "eps": (str, float, list),
@@ -71,6 +52,8 @@ SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "gate": {},  # metric name -> rule, checked by the gate itself
 }
+SHARED = ("model", "data", "run")
+"""Sections every audit shares, declared once in ``medaudit.settings`` (keys, types, defaults)."""
 AUDITS = ("eval", "attack", "shift", "confounders", "intrinsic")
 
 EXAMPLE = """\
@@ -127,24 +110,13 @@ rounds = 10
 @dataclass(frozen=True)
 class AuditFile:
     path: Path
-    model: dict[str, Any]
-    data: dict[str, Any]
-    run: dict[str, Any]
+    model: ModelSettings
+    data: DataSettings
+    run: RunSettings
     audits: dict[str, dict[str, Any]]
     """The audit sections present, in run order."""
     gate: dict[str, Any] | None
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    @overload
-    def resolve(self, value: str) -> Path: ...
-    @overload
-    def resolve(self, value: None) -> None: ...
-    def resolve(self, value: str | None) -> Path | None:
-        """A path from the file, relative to the file's folder."""
-        if value is None:
-            return None
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.path.parent / path
 
 
 def _suggest(name: str, valid: list[str]) -> str:
@@ -178,12 +150,13 @@ def read_audit_file(path: Path) -> AuditFile:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    sections = [*SHARED, *SCHEMA]
     for section, body in raw.items():
-        if section not in SCHEMA:
-            raise ConfigError(f"{path}: unknown section [{section}]{_suggest(section, list(SCHEMA))}")
+        if section not in sections:
+            raise ConfigError(f"{path}: unknown section [{section}]{_suggest(section, sections)}")
         if not isinstance(body, dict):
             raise ConfigError(f"{path}: '{section}' must be a [section]")
-        if section == "gate":
+        if section == "gate" or section in SHARED:
             continue
         for key, value in body.items():
             allowed = SCHEMA[section]
@@ -193,9 +166,17 @@ def read_audit_file(path: Path) -> AuditFile:
                 )
             if not isinstance(value, allowed[key]) or (allowed[key] is int and isinstance(value, bool)):
                 raise ConfigError(f"{path}: [{section}] {key} = {value!r} has the wrong type")
-    if "model" not in raw or "path" not in raw["model"]:
-        raise ConfigError(f'{path}: the [model] section needs path = "model file"')
-    _check_arch(path, raw["model"].get("arch"))
+    if "model" not in raw:
+        raise ConfigError(f'{path}: the audit file needs a [model] section with path = "model file"')
+
+    def resolve(value: str) -> Path:  # paths in the file are relative to its folder
+        target = Path(value).expanduser()
+        return target if target.is_absolute() else path.parent / target
+
+    model = from_file(ModelSettings, raw["model"], "model", str(path), resolve)
+    data = from_file(DataSettings, raw.get("data", {}), "data", str(path), resolve)
+    run = from_file(RunSettings, raw.get("run", {}), "run", str(path), resolve)
+    _check_arch(path, model.arch)
     audits = {name: raw[name] for name in AUDITS if name in raw}
     if not audits:
         raise ConfigError(
@@ -203,9 +184,9 @@ def read_audit_file(path: Path) -> AuditFile:
         )
     return AuditFile(
         path=path,
-        model=raw["model"],
-        data=raw.get("data", {}),
-        run=raw.get("run", {}),
+        model=model,
+        data=data,
+        run=run,
         audits=audits,
         gate=raw.get("gate"),
         raw=raw,

@@ -40,6 +40,10 @@ class Setting:
     """Smallest value a number may take (checked by Typer on the command line, here in the file)."""
     argument: bool = False
     """A positional argument on the command line (the model path)."""
+    required: bool = False
+    """The user must give it (on the command line, or as a key of the audit file's section)."""
+    metavar: str | None = None
+    """The argument's name in usage lines (default: the field name in capitals)."""
     cli: bool = True
     file: bool = True
     listed: bool = False
@@ -92,7 +96,8 @@ def cli_parameters(cls: type) -> list[inspect.Parameter]:
             continue
         annotation = d.type | None if d.optional else d.type
         if d.setting.argument:
-            marker: Any = typer.Argument(help=d.setting.help, show_default=False)
+            metavar = d.setting.metavar or d.name.upper()
+            marker: Any = typer.Argument(help=d.setting.help, show_default=False, metavar=metavar)
         else:
             marker = typer.Option(
                 d.flag, help=d.setting.help, rich_help_panel=d.setting.panel, min=d.setting.min
@@ -101,7 +106,7 @@ def cli_parameters(cls: type) -> list[inspect.Parameter]:
             inspect.Parameter(
                 d.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=inspect.Parameter.empty if d.setting.argument else d.default,
+                default=inspect.Parameter.empty if d.setting.required else d.default,
                 annotation=Annotated[annotation, marker],
             )
         )
@@ -119,7 +124,12 @@ def with_settings(**groups: type) -> Callable[[Callable[..., Any]], Callable[...
     setting of each class as its own option, and the function receives the built objects."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for name, p in inspect.signature(func).parameters.items() if name not in groups]
+        hints = typing.get_type_hints(func, include_extras=True)  # the module's string annotations, resolved
+        own = [
+            p.replace(annotation=hints.get(name, p.annotation))
+            for name, p in inspect.signature(func).parameters.items()
+            if name not in groups
+        ]
         shared = [p for cls in groups.values() for p in cli_parameters(cls)]
         taken = {p.name for p in own}
         clash = [p.name for p in shared if p.name in taken]
@@ -222,7 +232,7 @@ def from_file(
         if key not in fields:
             raise ConfigError(f"{source}: unknown option '{key}' in [{section}]{_suggest(key, list(fields))}")
         values[key] = _convert(fields[key], value, f"{source}: [{section}] {key}", resolve)
-    missing = [d.name for d in fields.values() if d.setting.argument and d.name not in values]
+    missing = [d.name for d in fields.values() if d.setting.required and d.name not in values]
     if missing:
         raise ConfigError(f'{source}: the [{section}] section needs {missing[0]} = "..."')
     return cls(**values)

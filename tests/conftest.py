@@ -51,6 +51,24 @@ def seeded_cnn(in_channels: int = 1, num_classes: int = 2, width: int = 4, seed:
     return model.eval()
 
 
+def train_cnn(
+    images: torch.Tensor, labels: torch.Tensor, steps: int, *, width: int = 4, lr: float = 0.02, seed: int = 0
+) -> SmallCNN:
+    """A SmallCNN trained with Adam on random batches of 64 (seeded, leaves the global RNG alone)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        network = SmallCNN(images.shape[1], int(labels.max()) + 1, width=width)
+        optimiser = torch.optim.Adam(network.parameters(), lr=lr)
+        network.train()
+        for _ in range(steps):
+            index = torch.randint(0, len(images), (64,))
+            loss = torch.nn.functional.cross_entropy(network(images[index]), labels[index])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return network.eval()
+
+
 @pytest.fixture(scope="session")
 def make_cnn() -> Callable[..., SmallCNN]:
     """Factory: ``make_cnn(in_channels=1, num_classes=2, width=4, seed=0)``."""

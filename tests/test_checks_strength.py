@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import train_cnn
 from torch import nn
 
 import medaudit.attacks  # noqa: F401  (registers the attacks)
@@ -24,7 +25,6 @@ from medaudit.attacks.checks import (
 )
 from medaudit.data import AuditData
 from medaudit.models import AuditModel, InputSpec, bind_model
-from medaudit.models.archs.small_cnn import SmallCNN
 from medaudit.models.wrapper import ModelInfo
 from medaudit.task import Task
 
@@ -42,22 +42,6 @@ def halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     images[..., : SIZE // 2] += shift
     images[..., SIZE // 2 :] -= shift
     return images.clamp(0, 1), labels
-
-
-def train(images: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> SmallCNN:
-    """A few hundred Adam steps (about a second on one core): an ordinary, unmasked CNN."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        network = SmallCNN(1, 2, width=4)
-        optimiser = torch.optim.Adam(network.parameters(), lr=0.02)
-        network.train()
-        for _ in range(steps):
-            index = torch.randint(0, len(images), (64,))
-            loss = nn.functional.cross_entropy(network(images[index]), labels[index])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    return network.eval()
 
 
 class Requantised(nn.Module):
@@ -81,7 +65,7 @@ def wrap(network: nn.Module, data: AuditData, format: str = "torch") -> AuditMod
 
 @pytest.fixture(scope="module")
 def cnn() -> nn.Module:
-    return train(*halves(512, seed=0))
+    return train_cnn(*halves(512, seed=0), 200)  # about a second: an ordinary, unmasked CNN
 
 
 @pytest.fixture(scope="module")

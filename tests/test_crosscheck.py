@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from conftest import train_cnn
 
 from medaudit.attacks import AttackConfig, run_attacks
 from medaudit.attacks.base import is_correct
@@ -19,7 +19,6 @@ from medaudit.data import AuditData
 from medaudit.data.dataset import stratified_indices
 from medaudit.data.medmnist import load_medmnist
 from medaudit.models import AuditModel, InputSpec, bind_model
-from medaudit.models.archs.small_cnn import SmallCNN
 from medaudit.models.wrapper import ModelInfo
 from medaudit.task import Task
 
@@ -27,21 +26,6 @@ torchattacks = pytest.importorskip("torchattacks")
 
 EPS = (2 / 255, 8 / 255)
 N_TEST = 200
-
-
-def train_cnn(images: torch.Tensor, labels: torch.Tensor, steps: int = 150) -> SmallCNN:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        network = SmallCNN(images.shape[1], 2, width=8)
-        optimiser = torch.optim.Adam(network.parameters(), lr=0.003)
-        network.train()
-        for _ in range(steps):
-            index = torch.randint(0, len(images), (64,))
-            loss = nn.functional.cross_entropy(network(images[index]), labels[index])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    return network.eval()
 
 
 def synthetic(n: int, seed: int) -> AuditData:
@@ -65,7 +49,7 @@ def case(request) -> tuple[AuditModel, AuditData]:
         train = load_medmnist("pneumoniamnist", split="train", data_root=root)
         test = load_medmnist("pneumoniamnist", split="test", data_root=root)
         test = test.subset(stratified_indices(test.labels, N_TEST, seed=0), {"limit": N_TEST})
-    network = train_cnn(train.float_images(0, train.n), train.labels)
+    network = train_cnn(train.float_images(0, train.n), train.labels, 150, width=8, lr=0.003)
     info = ModelInfo(path="memory", format="torch", sha256="", parameters=None)
     model = AuditModel(network, InputSpec(), info)
     bind_model(model, test)

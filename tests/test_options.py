@@ -21,7 +21,7 @@ class Colour(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Toy:
-    path: Path = setting(None, "the file", argument=True)
+    path: Path = setting(None, "the file", argument=True, required=True)
     count: int = setting(3, "how many", min=1)
     scale: float | None = setting(None, "a scale")
     colour: Colour = setting(Colour.red, "a colour")

@@ -38,7 +38,7 @@ def test_example_file_is_valid(tmp_path: Path) -> None:
     path.write_text(EXAMPLE)
     audit = read_audit_file(path)
     assert list(audit.audits) == ["eval", "attack", "shift", "confounders", "intrinsic"]
-    assert audit.resolve(audit.model["path"]) == tmp_path / "sample_models" / "pneumoniamnist_rescnn.pt"
+    assert audit.model.path == tmp_path / "sample_models" / "pneumoniamnist_rescnn.pt"
     assert set(audit.gate) == {
         "eval.auc",
         "attack.robust_accuracy@1/255",

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_cnn
 from torch import nn
 
 import medaudit.attacks  # noqa: F401  (registers the attacks)
@@ -25,7 +26,6 @@ from medaudit.attacks.margin import MarginConfig, minimal_perturbation
 from medaudit.attacks.sweep import CLEAN_WRONG, NOT_BROKEN
 from medaudit.data import AuditData
 from medaudit.models import AuditModel, InputSpec, bind_model
-from medaudit.models.archs.small_cnn import SmallCNN
 from medaudit.models.wrapper import ModelInfo
 from medaudit.task import Task
 
@@ -239,25 +239,10 @@ def make_blobs(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.T
     return images.clamp(0, 1), labels
 
 
-def train_cnn(images: torch.Tensor, labels: torch.Tensor, steps: int = 60, seed: int = 0) -> SmallCNN:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        network = SmallCNN(images.shape[1], 2, width=4)
-        optimiser = torch.optim.Adam(network.parameters(), lr=0.02)
-        network.train()
-        for _ in range(steps):
-            index = torch.randint(0, len(images), (64,))
-            loss = nn.functional.cross_entropy(network(images[index]), labels[index])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-    return network.eval()
-
-
 @pytest.fixture(scope="module")
 def trained() -> tuple[AuditModel, AuditData]:
     train_x, train_y = make_blobs(512, seed=0)
-    network = train_cnn(train_x, train_y)
+    network = train_cnn(train_x, train_y, 60)
     test_x, test_y = make_blobs(64, seed=1)
     test_y = test_y.clone()
     test_y[:6] = 1 - test_y[:6]  # a few deliberately wrong labels: clean-wrong samples

@@ -13,30 +13,10 @@ from medaudit.attacks.checks import AuditedSweep, run_checks
 from medaudit.attacks.margin import MarginConfig, MarginResult, minimal_perturbation
 from medaudit.attacks.plan import build_config, check_request, parse_eps
 from medaudit.commands.common import (
-    ArchOpt,
-    BatchOpt,
-    ChannelsOpt,
-    DataOpt,
-    DataRootOpt,
-    DatasetOpt,
-    Device,
-    DeviceOpt,
-    DownloadOpt,
-    InputSizeOpt,
     JsonOpt,
-    LimitOpt,
-    MeanOpt,
-    ModelArg,
     Prepared,
-    SeedOpt,
     ShardOpt,
-    SizeOpt,
-    Split,
-    SplitOpt,
-    StdOpt,
-    TaskOpt,
     Timer,
-    TrustOpt,
     check_output_target,
     emit,
     input_files,
@@ -47,7 +27,9 @@ from medaudit.commands.common import (
     stderr_console,
 )
 from medaudit.errors import ConfigError
+from medaudit.options import with_settings
 from medaudit.report import artifacts, tables
+from medaudit.settings import DataSettings, ModelSettings, RunSettings
 
 PANEL = "Attack"
 DEFAULT_EPS = "0.5/255,1/255,2/255,4/255,8/255"
@@ -58,8 +40,11 @@ class Norm(str, Enum):
     l2 = "l2"
 
 
+@with_settings(model=ModelSettings, data=DataSettings, run_settings=RunSettings)
 def attack_command(
-    model: ModelArg,
+    model: ModelSettings,
+    data: DataSettings,
+    run_settings: RunSettings,
     eps: Annotated[
         str,
         typer.Option(
@@ -133,31 +118,15 @@ def attack_command(
             rich_help_panel=PANEL,
         ),
     ] = None,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_size: InputSizeOpt = None,
-    channels: ChannelsOpt = None,
-    dataset: DatasetOpt = None,
-    size: SizeOpt = None,
-    split: SplitOpt = Split.test,
-    data_root: DataRootOpt = None,
-    download: DownloadOpt = False,
-    data: DataOpt = None,
-    task: TaskOpt = None,
-    limit: LimitOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = 256,
     shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Adversarial robustness: worst case per sample over attacks and restarts, plus honesty checks."""
     console, timer = stderr_console(), Timer()
+    batch_size, seed = run_settings.batch_size, data.seed
     if margin and (save_adv is not None or save_grid is not None):
         raise ConfigError("--save-adv and --save-grid save a sweep's images: drop them with --margin")
-    inputs = input_files(model, data)
+    inputs = input_files(model.path, data.data)
     check_output_target(save_adv, inputs, "--save-adv")
     check_output_target(save_grid, inputs, "--save-grid")
     refuse_with_shard(shard, save_adv=save_adv, save_grid=save_grid)
@@ -167,12 +136,7 @@ def attack_command(
         margin_config = _margin_config(eps, norm, attack, steps, restarts, tolerance, batch_size, seed)
     else:
         check_request(attack, eps, norm.value, batch_size, seed, **effort)
-    run = prepare(
-        model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
-        channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
-        download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
-        shard=shard, block=batch_size,
-    )  # fmt: skip
+    run = prepare(model, data, run_settings, json_target=json, shard=shard)
     state: MarginResult | AuditedSweep
     if margin_config is not None:
         command, config, state, warnings = _margin(run, margin_config)

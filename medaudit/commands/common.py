@@ -1,7 +1,7 @@
-"""What every command shares: option aliases, model+data loading, output, errors.
+"""What every command shares: model+data loading, output options, errors and exit codes.
 
-Options are declared once here as ``Annotated`` aliases so every command names
-them alike (``--device``, ``--seed``, ``--json`` ...).
+The model, data and run settings are declared once in ``medaudit.settings``; commands
+receive them as objects (``options.with_settings``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -31,141 +30,10 @@ from medaudit.models import AuditModel, InputSpec, LoadOptions, bind_model, load
 from medaudit.models.card import card_path_for
 from medaudit.report.atomic import check_target, mark_read, reading_session
 from medaudit.report.schema import write_json
+from medaudit.settings import RUN_PANEL, DataSettings, Device, ModelSettings, RunSettings
 from medaudit.sharding import Shard, digests, encode
 from medaudit.task import Task
 
-MODEL_PANEL = "Model"
-DATA_PANEL = "Data"
-RUN_PANEL = "Run & output"
-
-
-class Split(str, Enum):
-    train = "train"
-    val = "val"
-    test = "test"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-ModelArg = Annotated[
-    Path,
-    typer.Argument(
-        help="Model file: TorchScript/state_dict .pt, torch.export .pt2 or .onnx.", show_default=False
-    ),
-]
-ArchOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--arch",
-        help="Architecture for a state_dict: a built-in name (see `medaudit list archs`) or package.module:factory (imported and run: only code you trust; a model card may name built-ins only).",
-        rich_help_panel=MODEL_PANEL,
-    ),
-]
-TrustOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-checkpoint",
-        help="Allow a pickled whole nn.Module (unpickling runs code from the file).",
-        rich_help_panel=MODEL_PANEL,
-    ),
-]
-MeanOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--mean",
-        help="Normalisation mean, one value or one per channel (e.g. 0.5 or 0.485,0.456,0.406).",
-        rich_help_panel=MODEL_PANEL,
-    ),
-]
-StdOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--std", help="Normalisation std, one value or one per channel.", rich_help_panel=MODEL_PANEL
-    ),
-]
-InputSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--input-size",
-        help="Side length the model takes; data of another size is resized inside the wrapper.",
-        rich_help_panel=MODEL_PANEL,
-    ),
-]
-ChannelsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--channels",
-        help="Channels the model takes (1 or 3); grey data is repeated for 3.",
-        rich_help_panel=MODEL_PANEL,
-    ),
-]
-DatasetOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--dataset",
-        help="MedMNIST dataset (e.g. pneumoniamnist). Default: the one in the model card.",
-        rich_help_panel=DATA_PANEL,
-    ),
-]
-SizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--size",
-        help="MedMNIST image size (28, 64, 128, 224); for image folders, resize to this.",
-        rich_help_panel=DATA_PANEL,
-    ),
-]
-SplitOpt = Annotated[Split, typer.Option("--split", help="Data split.", rich_help_panel=DATA_PANEL)]
-DataRootOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-root",
-        help="Folder with MedMNIST .npz files (else $MEDAUDIT_DATA_ROOT, else ~/.medmnist).",
-        rich_help_panel=DATA_PANEL,
-    ),
-]
-DownloadOpt = Annotated[
-    bool,
-    typer.Option(
-        "--download", help="Download the MedMNIST file if it is missing.", rich_help_panel=DATA_PANEL
-    ),
-]
-DataOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data",
-        help="Your data: an .npz in MedMNIST layout or an image folder (one sub-folder per class).",
-        rich_help_panel=DATA_PANEL,
-    ),
-]
-TaskOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--task",
-        help="binary, multi-class, multi-label or ordinal, when it cannot be inferred.",
-        rich_help_panel=DATA_PANEL,
-    ),
-]
-LimitOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--limit", min=1, help="Audit a stratified, seeded subsample of N images.", rich_help_panel=DATA_PANEL
-    ),
-]
-SeedOpt = Annotated[
-    int,
-    typer.Option(
-        "--seed", min=0, help="Seed for subsampling and every random choice.", rich_help_panel=RUN_PANEL
-    ),
-]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="Where torch runs.", rich_help_panel=RUN_PANEL)]
-BatchOpt = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Images per forward pass.", rich_help_panel=RUN_PANEL)
-]
 ShardOpt = Annotated[
     str | None,
     typer.Option(
@@ -280,56 +148,47 @@ def install_signal_handlers() -> None:
                 signal.signal(signum, _raise_interrupted)
 
 
-def load_options(
-    arch: str | None,
-    trust_checkpoint: bool,
-    mean: str | None,
-    std: str | None,
-    input_size: int | None,
-    channels: int | None,
-    device: Device,
-    arch_source: str = "--arch",
-) -> LoadOptions:
+def model_path(model: ModelSettings) -> Path:
+    """The model file, which every command but ``shift --list`` and ``intrinsic`` of data needs."""
+    if model.path is None:
+        raise ConfigError("give a model file")
+    return model.path
+
+
+def load_options(model: ModelSettings, device: Device, arch_source: str = "--arch") -> LoadOptions:
     spec = InputSpec(
-        channels=channels,
-        input_size=input_size,
-        mean=parse_floats(mean, "--mean"),
-        std=parse_floats(std, "--std"),
+        channels=model.channels,
+        input_size=model.input_size,
+        mean=parse_floats(model.mean, "--mean"),
+        std=parse_floats(model.std, "--std"),
     )
     return LoadOptions(
-        arch=arch, arch_source=arch_source, trust_checkpoint=trust_checkpoint, spec=spec, device=device.value
+        arch=model.arch,
+        arch_source=arch_source,
+        trust_checkpoint=model.trust_checkpoint,
+        spec=spec,
+        device=device.value,
     )
 
 
-def data_spec(
-    model: AuditModel | None,
-    *,
-    dataset: str | None,
-    size: int | None,
-    split: Split,
-    data_root: Path | None,
-    download: bool,
-    data: Path | None,
-    task: str | None,
-    limit: int | None,
-    seed: int,
-) -> DataSpec:
+def data_spec(model: AuditModel | None, data: DataSettings) -> DataSpec:
     """The user's data options; without any, the dataset the model card names."""
-    if seed < 0:
-        raise ConfigError(f"--seed must be 0 or more, got {seed}")
-    if dataset is None and data is None and model is not None and model.info.dataset:
+    if data.seed < 0:
+        raise ConfigError(f"--seed must be 0 or more, got {data.seed}")
+    dataset, size = data.dataset, data.size
+    if dataset is None and data.data is None and model is not None and model.info.dataset:
         dataset = model.info.dataset
         size = size or model.info.dataset_size
     return DataSpec(
         dataset=dataset,
         size=size,
-        split=split.value,
-        data_root=data_root,
-        download=download,
-        data=data,
-        task=Task.parse(task) if task else None,
-        limit=limit,
-        seed=seed,
+        split=data.split.value,
+        data_root=data.data_root,
+        download=data.download,
+        data=data.data,
+        task=Task.parse(data.task) if data.task else None,
+        limit=data.limit,
+        seed=data.seed,
     )
 
 
@@ -395,57 +254,39 @@ class Prepared:
 
 
 def prepare(
-    model: Path,
+    model: ModelSettings,
+    data: DataSettings,
+    run: RunSettings,
     *,
-    arch: str | None,
-    trust_checkpoint: bool,
-    mean: str | None,
-    std: str | None,
-    input_size: int | None,
-    channels: int | None,
-    device: Device,
-    dataset: str | None,
-    size: int | None,
-    split: Split,
-    data_root: Path | None,
-    download: bool,
-    data: Path | None,
-    task: str | None,
-    limit: int | None,
-    seed: int,
     json_target: str | None,
     shard: str | None = None,
-    block: int = 1,
     arch_source: str = "--arch",
 ) -> Prepared:
     """Everything an audit command does before auditing: check --json, load, bind, and
-    cut out ``shard`` ('i/n') on multiples of ``block`` images (the batch size)."""
+    cut out ``shard`` ('i/n') on multiples of the batch size."""
     part = Shard.parse(shard)
-    inputs = input_files(model, data)
+    path = model_path(model)
+    inputs = input_files(path, data.data)
     check_output_target(json_target, inputs)
-    for path in inputs:
-        mark_read(path)
-    options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device, arch_source)
-    spec_for = functools.partial(
-        data_spec, dataset=dataset, size=size, split=split, data_root=data_root, download=download,
-        data=data, task=task, limit=limit, seed=seed,
-    )  # fmt: skip
-    spec_for(None)  # the data options alone fail before anything is loaded
-    audit_model = load_model(model, options)
-    spec = spec_for(audit_model)
+    for source in inputs:
+        mark_read(source)
+    options = load_options(model, run.device, arch_source)
+    data_spec(None, data)  # the data options alone fail before anything is loaded
+    audit_model = load_model(path, options)
+    spec = data_spec(audit_model, data)
     audit_data = load_data(spec)
     mark_read(audit_data.identity.get("path"))  # also the MedMNIST file the card's dataset led to
     warnings_ = bind_model(audit_model, audit_data)
     record = None
     if part is not None:
-        start, stop = part.bounds(audit_data.n, block)
+        start, stop = part.bounds(audit_data.n, run.batch_size)
         record = part.to_dict(start, stop, audit_data.n)
         audit_data = audit_data.shard(start, stop, record)
     config = {
-        "device": device.value,
+        "device": run.device.value,
         "load": {
-            "arch": arch,
-            "trust_checkpoint": trust_checkpoint,
+            "arch": model.arch,
+            "trust_checkpoint": model.trust_checkpoint,
             "spec_overrides": options.spec.to_dict(),
         },
         "data": spec.to_dict(),

@@ -3,35 +3,17 @@ and does it do worse for one group of a metadata attribute (subgroup mode, ``--m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from medaudit.commands.common import (
-    ArchOpt,
-    BatchOpt,
-    ChannelsOpt,
-    DataOpt,
-    DataRootOpt,
-    DatasetOpt,
-    Device,
-    DeviceOpt,
-    DownloadOpt,
-    InputSizeOpt,
     JsonOpt,
-    LimitOpt,
-    MeanOpt,
     Prepared,
-    SeedOpt,
     ShardOpt,
-    SizeOpt,
-    Split,
-    SplitOpt,
-    StdOpt,
-    TaskOpt,
     Timer,
-    TrustOpt,
     check_output_target,
     data_spec,
     emit,
@@ -56,6 +38,7 @@ from medaudit.confounders.subgroups import read_metadata, subgroup_audit
 from medaudit.data import AuditData, load_data
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_logits
+from medaudit.options import with_settings
 from medaudit.report.atomic import mark_read
 from medaudit.report.confounder_tables import (
     artifact_list_table,
@@ -63,6 +46,7 @@ from medaudit.report.confounder_tables import (
     finetune_table,
     subgroup_table,
 )
+from medaudit.settings import DataSettings, OptionalModelSettings, RunSettings, Split
 
 PANEL = "Confounders"
 SUBGROUP_PANEL = "Subgroups"
@@ -89,13 +73,11 @@ def positive_index(data: AuditData, value: str | None) -> int | None:
         ) from None
 
 
+@with_settings(model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings)
 def confounders_command(
-    model: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Model file: TorchScript/state_dict .pt, torch.export .pt2 or .onnx.", show_default=False
-        ),
-    ] = None,
+    model: OptionalModelSettings,
+    data: DataSettings,
+    run_settings: RunSettings,
     artifact_list: Annotated[
         str | None,
         typer.Option(
@@ -195,23 +177,6 @@ def confounders_command(
             rich_help_panel=FINETUNE_PANEL,
         ),
     ] = 2000,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_size: InputSizeOpt = None,
-    channels: ChannelsOpt = None,
-    dataset: DatasetOpt = None,
-    size: SizeOpt = None,
-    split: SplitOpt = Split.test,
-    data_root: DataRootOpt = None,
-    download: DownloadOpt = False,
-    data: DataOpt = None,
-    task: TaskOpt = None,
-    limit: LimitOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = 256,
     shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
@@ -220,13 +185,14 @@ def confounders_command(
     if list_:
         console.print(artifact_list_table(list_artifacts()))
         return
-    if model is None:
+    batch_size, seed, limit = run_settings.batch_size, data.seed, data.limit
+    if model.path is None:
         raise ConfigError("give a model file (or --list for the artifacts)")
     refuse_with_shard(shard, finetune=finetune, metadata=metadata, save_grid=save_grid)
     if finetune:
         if metadata is not None or save_grid is not None:
             raise ConfigError("--finetune cannot be combined with --metadata or --save-grid")
-        if split is Split.train:
+        if data.split is Split.train:
             raise ConfigError("--finetune trains on the train split: audit --split test or val")
         strength_values = parse_floats(strengths, "--strengths")
         assert strength_values is not None
@@ -236,25 +202,12 @@ def confounders_command(
             fractions=tuple(sorted(fraction_values)), epochs=epochs, lr=lr, batch_size=min(batch_size, 64),
             limit=train_limit, seed=seed,
         )  # fmt: skip
-        run = prepare(
-            model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
-            channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
-            download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
-        )  # fmt: skip
+        run = prepare(model, data, run_settings, json_target=json)
         print_warnings(console, run.warnings)
         ft_config = FinetuneConfig(
             **{**ft_config.__dict__, "positive_class": positive_index(run.data, positive_class)}
         )
-        results = finetune_section(
-            run,
-            ft_config,
-            dataset=dataset,
-            size=size,
-            data_root=data_root,
-            download=download,
-            data=data,
-            task=task,
-        )
+        results = finetune_section(run, ft_config, data)
         doc = run.document(
             "confounders",
             {**run.config, **ft_config.to_dict(), "batch_size": ft_config.batch_size, "mode": "finetune"},
@@ -269,11 +222,7 @@ def confounders_command(
         _check_subgroup_options(metadata, attribute, limit, bootstrap, artifact_list, save_grid)
         assert metadata is not None and attribute is not None
         mark_read(metadata)
-        run = prepare(
-            model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
-            channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
-            download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
-        )  # fmt: skip
+        run = prepare(model, data, run_settings, json_target=json)
         print_warnings(console, run.warnings)
         results = subgroups_section(run, metadata, attribute, id_column, bootstrap, seed, batch_size)
         options = {"metadata": str(metadata), "attribute": attribute, "id_column": id_column}
@@ -294,14 +243,9 @@ def confounders_command(
         artifacts=_names(artifact_list, DEFAULT_ARTIFACTS), strengths=strength_values,
         positions=_names(positions, CORNERS), seed=seed, batch_size=batch_size,
     )  # fmt: skip
-    inputs = input_files(model, data)
+    inputs = input_files(model.path, data.data)
     check_output_target(save_grid, inputs, "--save-grid")
-    run = prepare(
-        model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
-        channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
-        download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
-        shard=shard, block=batch_size,
-    )  # fmt: skip
+    run = prepare(model, data, run_settings, json_target=json, shard=shard)
     positive = positive_index(run.data, positive_class)
     resolve_positive(run.data, positive)
     config = ProbeConfig(
@@ -336,23 +280,10 @@ def confounders_section(run: Prepared, config: ProbeConfig) -> tuple[ProbeResult
     return result, results
 
 
-def finetune_section(
-    run: Prepared,
-    config: FinetuneConfig,
-    *,
-    dataset: str | None,
-    size: int | None,
-    data_root: Path | None,
-    download: bool,
-    data: Path | None,
-    task: str | None,
-) -> dict[str, Any]:
+def finetune_section(run: Prepared, config: FinetuneConfig, data: DataSettings) -> dict[str, Any]:
     """Load the training split of the audited dataset, fine-tune per fraction with a progress bar, print."""
     console = stderr_console()
-    spec = data_spec(
-        run.model, dataset=dataset, size=size, split=Split.train, data_root=data_root, download=download,
-        data=data, task=task, limit=None, seed=config.seed,
-    )  # fmt: skip
+    spec = data_spec(run.model, replace(data, split=Split.train, limit=None, seed=config.seed))
     train = load_data(spec)
     if train.channels != run.data.channels or train.size != run.data.size:
         raise ConfigError(

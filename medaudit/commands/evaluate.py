@@ -8,33 +8,14 @@ import typer
 from rich.table import Table
 
 from medaudit.commands.common import (
-    ArchOpt,
-    BatchOpt,
-    ChannelsOpt,
-    DataOpt,
-    DataRootOpt,
-    DatasetOpt,
-    Device,
-    DeviceOpt,
-    DownloadOpt,
-    InputSizeOpt,
     JsonOpt,
-    LimitOpt,
-    MeanOpt,
-    ModelArg,
-    SeedOpt,
     ShardOpt,
-    SizeOpt,
-    Split,
-    SplitOpt,
-    StdOpt,
-    TaskOpt,
     Timer,
-    TrustOpt,
     check_output_target,
     emit,
     input_files,
     load_options,
+    model_path,
     prepare,
     print_warnings,
     progress_bar,
@@ -44,41 +25,25 @@ from medaudit.document import document
 from medaudit.errors import ConfigError
 from medaudit.evaluate import EvalConfig, evaluate
 from medaudit.models import load_model
+from medaudit.options import with_settings
 from medaudit.registry import Registry
 from medaudit.report import tables
+from medaudit.settings import DataSettings, ModelSettings, RunSettings
 
 
+@with_settings(model=ModelSettings, data=DataSettings, run_settings=RunSettings)
 def eval_command(
-    model: ModelArg,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_size: InputSizeOpt = None,
-    channels: ChannelsOpt = None,
-    dataset: DatasetOpt = None,
-    size: SizeOpt = None,
-    split: SplitOpt = Split.test,
-    data_root: DataRootOpt = None,
-    download: DownloadOpt = False,
-    data: DataOpt = None,
-    task: TaskOpt = None,
-    limit: LimitOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = 256,
+    model: ModelSettings,
+    data: DataSettings,
+    run_settings: RunSettings,
     shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Clean metrics: accuracy, balanced accuracy, AUC, per-class recall, confusion matrix."""
     console, timer = stderr_console(), Timer()
+    batch_size = run_settings.batch_size
     config = EvalConfig(batch_size=batch_size)
-    run = prepare(
-        model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
-        channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
-        download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
-        shard=shard, block=batch_size,
-    )  # fmt: skip
+    run = prepare(model, data, run_settings, json_target=json, shard=shard)
     with progress_bar(console, "evaluating", run.data.n) as advance:
         result = evaluate(run.model, run.data, config, advance)
     results = result.to_dict()
@@ -89,7 +54,7 @@ def eval_command(
         "eval",
         {**run.config, "batch_size": batch_size},
         results,
-        seed=seed,
+        seed=data.seed,
         wall_time_s=timer.elapsed,
         warnings=run.warnings,
     )
@@ -97,28 +62,23 @@ def eval_command(
     emit(console, json, doc)
 
 
-def info_command(
-    model: ModelArg,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_size: InputSizeOpt = None,
-    channels: ChannelsOpt = None,
-    device: DeviceOpt = Device.auto,
-    json: JsonOpt = None,
-) -> None:
+@with_settings(model=ModelSettings, run_settings=RunSettings)
+def info_command(model: ModelSettings, run_settings: RunSettings, json: JsonOpt = None) -> None:
     """Format, input spec, parameter count, classes and whether gradients are available."""
     console, timer = stderr_console(), Timer()
-    check_output_target(json, input_files(model, None))
-    options = load_options(arch, trust_checkpoint, mean, std, input_size, channels, device)
-    audit_model = load_model(model, options)
+    path = model_path(model)
+    check_output_target(json, input_files(path, None))
+    options = load_options(model, run_settings.device)
+    audit_model = load_model(path, options)
     desc = audit_model.describe()
     if audit_model.is_onnx and audit_model.twin is not None and not audit_model.twin_verified:
         desc["gradients"] = "after verification on the audit data"
         desc["notes"].append("the converted torch graph is checked against onnxruntime when an audit runs")
     console.print(tables.info_table(desc))
-    config = {"device": device.value, "load": {"arch": arch, "trust_checkpoint": trust_checkpoint}}
+    config = {
+        "device": run_settings.device.value,
+        "load": {"arch": model.arch, "trust_checkpoint": model.trust_checkpoint},
+    }
     doc = document(
         "info", config, desc, model=desc, data=None, seed=None, wall_time_s=timer.elapsed, warnings=[]
     )

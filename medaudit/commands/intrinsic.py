@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -9,25 +10,8 @@ from typing import Annotated
 import typer
 
 from medaudit.commands.common import (
-    ArchOpt,
-    BatchOpt,
-    ChannelsOpt,
-    DataOpt,
-    DataRootOpt,
-    DatasetOpt,
-    Device,
-    DeviceOpt,
-    DownloadOpt,
-    InputSizeOpt,
     JsonOpt,
-    MeanOpt,
-    SeedOpt,
-    SizeOpt,
-    Split,
-    StdOpt,
-    TaskOpt,
     Timer,
-    TrustOpt,
     check_output_target,
     data_spec,
     emit,
@@ -42,10 +26,11 @@ from medaudit.errors import ConfigError
 from medaudit.intrinsic import DimensionConfig, IntrinsicConfig, run_intrinsic
 from medaudit.intrinsic.audit import nn_distance_arrays
 from medaudit.intrinsic.smoothness import LipschitzConfig
+from medaudit.options import setting, with_settings
 from medaudit.report import tables
+from medaudit.settings import DATA_PANEL, DataSettings, OptionalModelSettings, RunSettings, Split
 
 PANEL = "Intrinsic"
-DATA_PANEL = "Data"
 
 
 class Normalizer(str, Enum):
@@ -53,14 +38,34 @@ class Normalizer(str, Enum):
     k2 = "k-2"
 
 
+@dataclass(frozen=True)
+class IntrinsicModel(OptionalModelSettings):
+    path: Path | None = setting(
+        None,
+        "Model file (optional): adds the representation dimension and model smoothness.",
+        argument=True,
+        metavar="MODEL",
+    )
+
+
+@dataclass(frozen=True)
+class IntrinsicData(DataSettings):
+    """The paper measures training sets, and all pairs cost N^2: other defaults than the audits'."""
+
+    split: Split = setting(Split.train, "Data split (the paper measures training sets).", panel=DATA_PANEL)
+    limit: int | None = setting(
+        5000,
+        "Use a stratified, seeded subsample of at most N images (all pairs cost N^2).",
+        panel=DATA_PANEL,
+        min=1,
+    )
+
+
+@with_settings(model=IntrinsicModel, data=IntrinsicData, run_settings=RunSettings)
 def intrinsic_command(
-    model: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Model file (optional): adds the representation dimension and model smoothness.",
-            show_default=False,
-        ),
-    ] = None,
+    model: IntrinsicModel,
+    data: IntrinsicData,
+    run_settings: RunSettings,
     k: Annotated[
         int, typer.Option("--k", help="Neighbours for the MLE estimator.", rich_help_panel=PANEL)
     ] = 20,
@@ -112,40 +117,11 @@ def intrinsic_command(
             rich_help_panel=PANEL,
         ),
     ] = None,
-    limit: Annotated[
-        int,
-        typer.Option(
-            "--limit",
-            min=1,
-            help="Use a stratified, seeded subsample of at most N images (all pairs cost N^2).",
-            rich_help_panel=DATA_PANEL,
-        ),
-    ] = 5000,
-    split: Annotated[
-        Split,
-        typer.Option(
-            "--split", help="Data split (the paper measures training sets).", rich_help_panel=DATA_PANEL
-        ),
-    ] = Split.train,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_size: InputSizeOpt = None,
-    channels: ChannelsOpt = None,
-    dataset: DatasetOpt = None,
-    size: SizeOpt = None,
-    data_root: DataRootOpt = None,
-    download: DownloadOpt = False,
-    data: DataOpt = None,
-    task: TaskOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = 256,
     json: JsonOpt = None,
 ) -> None:
     """Label sharpness K_F, intrinsic dimension of the data (and of a model's features), model smoothness."""
     console, timer = stderr_console(), Timer()
+    batch_size, seed = run_settings.batch_size, data.seed
     config = IntrinsicConfig(
         dimension=DimensionConfig(k=k, normalizer=normalizer.value, rounds=rounds, seed=seed),
         layer=layer,
@@ -154,25 +130,18 @@ def intrinsic_command(
         if no_lipschitz
         else LipschitzConfig(eps=lipschitz_eps, steps=lipschitz_steps, batch_size=batch_size, seed=seed),
     )
-    inputs = input_files(model, data)
+    inputs = input_files(model.path, data.data)
     check_output_target(save_plot, inputs, "--save-plot")
-    if model is None:
+    if model.path is None:
         if layer is not None:
             raise ConfigError("--layer needs a model")
         check_output_target(json, inputs)
-        spec = data_spec(
-            None, dataset=dataset, size=size, split=split, data_root=data_root, download=download,
-            data=data, task=task, limit=limit, seed=seed,
-        )  # fmt: skip
+        spec = data_spec(None, data)
         if spec.dataset is None and spec.data is None:
             raise ConfigError("give a model, --dataset NAME or --data PATH")
         audit_data, audit_model, warnings, run_config = load_data(spec), None, [], {"data": spec.to_dict()}
     else:
-        run = prepare(
-            model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
-            channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
-            download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
-        )  # fmt: skip
+        run = prepare(model, data, run_settings, json_target=json)
         audit_data, audit_model, warnings, run_config = run.data, run.model, run.warnings, run.config
     with console.status("starting") as status:
         result = run_intrinsic(audit_data, audit_model, config, lambda stage: status.update(stage))

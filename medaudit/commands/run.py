@@ -14,14 +14,13 @@ from medaudit.attacks.plan import check_request
 from medaudit.audit_config import ARCH_SOURCE, EXAMPLE, AuditFile, as_csv, read_audit_file
 from medaudit.commands.attack import DEFAULT_EPS, Norm, sweep_section
 from medaudit.commands.common import (
-    Device,
     JsonOpt,
     Prepared,
     ShardOpt,
-    Split,
     Timer,
     check_output_target,
     emit,
+    input_files,
     prepare,
     print_warnings,
     progress_bar,
@@ -47,7 +46,6 @@ from medaudit.gate.policy import read_toml
 from medaudit.intrinsic import DimensionConfig, IntrinsicConfig, run_intrinsic
 from medaudit.intrinsic.audit import IntrinsicResult
 from medaudit.intrinsic.smoothness import LipschitzConfig
-from medaudit.models.card import card_path_for
 from medaudit.report import ci, tables
 from medaudit.report.atomic import write_atomic
 from medaudit.report.html import write_html
@@ -65,30 +63,8 @@ def _enum(kind: type[Enum], value: str | None, option: str) -> Any:
 
 
 def _prepare(audit: AuditFile, shard: str | None) -> Prepared:
-    m, d, r = audit.model, audit.data, audit.run
-    return prepare(
-        audit.resolve(m["path"]),
-        arch=m.get("arch"),
-        trust_checkpoint=m.get("trust_checkpoint", False),
-        mean=as_csv(m.get("mean")),
-        std=as_csv(m.get("std")),
-        input_size=m.get("input_size"),
-        channels=m.get("channels"),
-        device=_enum(Device, r.get("device", "auto"), "[run] device"),
-        dataset=d.get("dataset"),
-        size=d.get("size"),
-        split=_enum(Split, d.get("split", "test"), "[data] split"),
-        data_root=audit.resolve(d.get("data_root")),
-        download=d.get("download", False),
-        data=audit.resolve(d.get("data")),
-        task=d.get("task"),
-        limit=d.get("limit"),
-        seed=d.get("seed", 0),
-        json_target=None,  # checked with the other outputs by run_command
-        shard=shard,
-        block=audit.run.get("batch_size", 256),
-        arch_source=ARCH_SOURCE,
-    )
+    # json_target None: checked with the other outputs by run_command
+    return prepare(audit.model, audit.data, audit.run, json_target=None, shard=shard, arch_source=ARCH_SOURCE)
 
 
 def _eval(run: Prepared, options: dict[str, Any], batch_size: int) -> tuple[dict[str, Any], EvalResult]:
@@ -203,11 +179,7 @@ def _intrinsic(
 def _check_options(audit: AuditFile) -> None:
     """Every audit's options, checked before the model and data are loaded (what needs them,
     such as the attack plan for a black-box model, is checked when they are)."""
-    batch_size, seed = audit.run.get("batch_size", 256), audit.data.get("seed", 0)
-    if batch_size < 1 or seed < 0:
-        raise ConfigError(f"{audit.path}: [run] batch_size must be at least 1 and [data] seed at least 0")
-    _enum(Device, audit.run.get("device", "auto"), "[run] device")
-    _enum(Split, audit.data.get("split", "test"), "[data] split")
+    batch_size, seed = audit.run.batch_size, audit.data.seed
     for name, options in audit.audits.items():
         if name == "attack":
             norm = _enum(Norm, options.get("norm", "linf"), "[attack] norm")
@@ -218,8 +190,9 @@ def _check_options(audit: AuditFile) -> None:
             modality = _enum(Modality, options.get("modality"), "[shift] modality")
             _enum(Mode, options.get("mode", "auto"), "[shift] mode")
             parse_severities(as_csv(options.get("severities")) or "1,2,3,4,5")
-            data = audit.resolve(audit.data.get("data"))
-            check_corruptions(as_csv(options.get("corruptions")), modality and modality.value, data)
+            check_corruptions(
+                as_csv(options.get("corruptions")), modality and modality.value, audit.data.data
+            )
         elif name == "confounders":
             _probe_config(options, batch_size, seed)
         elif name == "intrinsic":
@@ -251,18 +224,7 @@ def run_command(
     """
     console, timer = stderr_console(), Timer()
     audit = read_audit_file(audit_file)
-    model_path: Path = audit.resolve(audit.model["path"])  # read_audit_file requires a string
-    inputs = [
-        p
-        for p in (
-            audit_file,
-            model_path,
-            card_path_for(model_path),
-            audit.resolve(audit.data.get("data")),
-            policy,
-        )
-        if p
-    ]
+    inputs = [audit_file, *input_files(audit.model.path, audit.data.data), *([policy] if policy else [])]
     check_outputs({"--json": json, "--html": html, "--junit": junit, "--markdown": markdown}, inputs)
     refuse_with_shard(shard, html=html, junit=junit, markdown=markdown)
     if shard is not None and "intrinsic" in audit.audits:
@@ -277,8 +239,7 @@ def run_command(
     _check_options(audit)
     run = _prepare(audit, shard)
     print_warnings(console, run.warnings)
-    batch_size = audit.run.get("batch_size", 256)
-    seed = audit.data.get("seed", 0)
+    batch_size, seed = audit.run.batch_size, audit.data.seed
     states: dict[str, Any] = {}
     configs: dict[str, Any] = {}
     for name, options in audit.audits.items():

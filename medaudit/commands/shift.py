@@ -10,29 +10,10 @@ import numpy as np
 import typer
 
 from medaudit.commands.common import (
-    ArchOpt,
-    BatchOpt,
-    ChannelsOpt,
-    DataOpt,
-    DataRootOpt,
-    DatasetOpt,
-    Device,
-    DeviceOpt,
-    DownloadOpt,
-    InputSizeOpt,
     JsonOpt,
-    LimitOpt,
-    MeanOpt,
     Prepared,
-    SeedOpt,
     ShardOpt,
-    SizeOpt,
-    Split,
-    SplitOpt,
-    StdOpt,
-    TaskOpt,
     Timer,
-    TrustOpt,
     check_output_target,
     emit,
     input_files,
@@ -44,7 +25,9 @@ from medaudit.commands.common import (
 )
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
+from medaudit.options import with_settings
 from medaudit.report import tables
+from medaudit.settings import DataSettings, OptionalModelSettings, RunSettings
 from medaudit.shift import catalogue
 from medaudit.shift.benchmark import ShiftConfig, ShiftResult, run_shift
 from medaudit.shift.catalogue import SEVERITIES
@@ -96,13 +79,11 @@ def check_corruptions(corruption_list: str | None, modality: str | None, data: P
         raise _no_modality()
 
 
+@with_settings(model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings)
 def shift_command(
-    model: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Model file: TorchScript/state_dict .pt, torch.export .pt2 or .onnx.", show_default=False
-        ),
-    ] = None,
+    model: OptionalModelSettings,
+    data: DataSettings,
+    run_settings: RunSettings,
     corruption_list: Annotated[
         str | None,
         typer.Option(
@@ -153,46 +134,25 @@ def shift_command(
             rich_help_panel=PANEL,
         ),
     ] = None,
-    arch: ArchOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
-    input_size: InputSizeOpt = None,
-    channels: ChannelsOpt = None,
-    dataset: DatasetOpt = None,
-    size: SizeOpt = None,
-    split: SplitOpt = Split.test,
-    data_root: DataRootOpt = None,
-    download: DownloadOpt = False,
-    data: DataOpt = None,
-    task: TaskOpt = None,
-    limit: LimitOpt = None,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = Device.auto,
-    batch_size: BatchOpt = 256,
     shard: ShardOpt = None,
     json: JsonOpt = None,
 ) -> None:
     """Accuracy and balanced error under MedMNIST-C corruptions, per corruption and severity."""
     console, timer = stderr_console(), Timer()
+    batch_size, seed = run_settings.batch_size, data.seed
     modality_name = modality.value if modality else None
     if list_:
-        console.print(_catalogue(dataset, modality_name))
+        console.print(_catalogue(data.dataset, modality_name))
         return
-    if model is None:
+    if model.path is None:
         raise ConfigError("give a model file (or --list for the corruption catalogue)")
     severity_values = parse_severities(severities)
-    check_corruptions(corruption_list, modality_name, data)
-    inputs = input_files(model, data)
+    check_corruptions(corruption_list, modality_name, data.data)
+    inputs = input_files(model.path, data.data)
     check_output_target(save_grid, inputs, "--save-grid")
     check_output_target(save_heatmap, inputs, "--save-heatmap")
     refuse_with_shard(shard, save_grid=save_grid, save_heatmap=save_heatmap)
-    run = prepare(
-        model, arch=arch, trust_checkpoint=trust_checkpoint, mean=mean, std=std, input_size=input_size,
-        channels=channels, device=device, dataset=dataset, size=size, split=split, data_root=data_root,
-        download=download, data=data, task=task, limit=limit, seed=seed, json_target=json,
-        shard=shard, block=batch_size,
-    )  # fmt: skip
+    run = prepare(model, data, run_settings, json_target=json, shard=shard)
     config = shift_config(run.data, corruption_list, modality_name, severity_values, mode, seed, batch_size)
     print_warnings(console, run.warnings)
     result, results = shift_section(run, config)

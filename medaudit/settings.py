@@ -1,0 +1,106 @@
+"""The settings every audit shares, declared once: the model, the data and how to run.
+
+Each is a dataclass of ``medaudit.options.setting`` fields: the commands get them as
+command-line options (``options.with_settings``), ``medaudit run`` reads them from the audit file's
+``[model]``, ``[data]`` and ``[run]`` sections, with the same names, help and defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from medaudit.options import setting
+
+MODEL_PANEL = "Model"
+DATA_PANEL = "Data"
+RUN_PANEL = "Run & output"
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+    test = "test"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+MODEL_HELP = "Model file: TorchScript/state_dict .pt, torch.export .pt2 or .onnx."
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    path: Path | None = setting(None, MODEL_HELP, argument=True, required=True, metavar="MODEL")
+    arch: str | None = setting(
+        None,
+        "Architecture for a state_dict: a built-in name (see `medaudit list archs`) or package.module:factory "
+        "(imported and run: only code you trust; a model card may name built-ins only).",
+        panel=MODEL_PANEL,
+    )
+    trust_checkpoint: bool = setting(
+        False, "Allow a pickled whole nn.Module (unpickling runs code from the file).", panel=MODEL_PANEL
+    )
+    mean: str | None = setting(
+        None,
+        "Normalisation mean, one value or one per channel (e.g. 0.5 or 0.485,0.456,0.406).",
+        panel=MODEL_PANEL,
+        listed=True,
+    )
+    std: str | None = setting(
+        None, "Normalisation std, one value or one per channel.", panel=MODEL_PANEL, listed=True
+    )
+    input_size: int | None = setting(
+        None,
+        "Side length the model takes; data of another size is resized inside the wrapper.",
+        panel=MODEL_PANEL,
+    )
+    channels: int | None = setting(
+        None, "Channels the model takes (1 or 3); grey data is repeated for 3.", panel=MODEL_PANEL
+    )
+
+
+@dataclass(frozen=True)
+class OptionalModelSettings(ModelSettings):
+    """For commands that also work without a model (``shift --list``, ``intrinsic`` of data alone)."""
+
+    path: Path | None = setting(None, MODEL_HELP, argument=True, metavar="MODEL")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    dataset: str | None = setting(
+        None, "MedMNIST dataset (e.g. pneumoniamnist). Default: the one in the model card.", panel=DATA_PANEL
+    )
+    size: int | None = setting(
+        None, "MedMNIST image size (28, 64, 128, 224); for image folders, resize to this.", panel=DATA_PANEL
+    )
+    split: Split = setting(Split.test, "Data split.", panel=DATA_PANEL)
+    data_root: Path | None = setting(
+        None,
+        "Folder with MedMNIST .npz files (else $MEDAUDIT_DATA_ROOT, else ~/.medmnist).",
+        panel=DATA_PANEL,
+    )
+    download: bool = setting(False, "Download the MedMNIST file if it is missing.", panel=DATA_PANEL)
+    data: Path | None = setting(
+        None,
+        "Your data: an .npz in MedMNIST layout or an image folder (one sub-folder per class).",
+        panel=DATA_PANEL,
+    )
+    task: str | None = setting(
+        None, "binary, multi-class, multi-label or ordinal, when it cannot be inferred.", panel=DATA_PANEL
+    )
+    limit: int | None = setting(
+        None, "Audit a stratified, seeded subsample of N images.", panel=DATA_PANEL, min=1
+    )
+    seed: int = setting(0, "Seed for subsampling and every random choice.", panel=RUN_PANEL, min=0)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    device: Device = setting(Device.auto, "Where torch runs.", panel=RUN_PANEL)
+    batch_size: int = setting(256, "Images per forward pass.", panel=RUN_PANEL, min=1)
