@@ -3,9 +3,58 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar
 
 from medaudit.audits.base import EPS, Audit, MetricInfo, SummaryRow, number
+from medaudit.options import setting
+
+PANEL = "Attack"
+DEFAULT_EPS = "0.5/255,1/255,2/255,4/255,8/255"
+
+
+class Norm(str, Enum):
+    linf = "linf"
+    l2 = "l2"
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """The attack sweep's settings: ``--eps`` ... on the command line, ``[attack]`` in the audit file."""
+
+    eps: str = setting(
+        DEFAULT_EPS,
+        "Budget(s) in [0,1] pixel units: 0.004, a list 0.001,0.002 or fractions 1/255,2/255. "
+        "With --margin, the largest is the search limit.",
+        panel=PANEL,
+        listed=True,
+    )
+    norm: Norm = setting(Norm.linf, "Threat model.", panel=PANEL)
+    attack: str = setting(
+        "auto",
+        "auto (strongest ensemble for the model) or a comma list of: fgsm, bim, pgd, pgd-cw, apgd-ce, "
+        "apgd-dlr, square.",
+        panel=PANEL,
+    )
+    steps: int | None = setting(None, "Iterations per attack (default: each attack's own).", panel=PANEL)
+    step_size: float | None = setting(
+        None, "PGD/BIM step in [0,1] units (default eps/4; BIM eps/10).", panel=PANEL
+    )
+    restarts: int | None = setting(
+        None, "Random restarts; the worst case over all of them counts.", panel=PANEL
+    )
+    queries: int | None = setting(None, "Square attack: queries per sample.", panel=PANEL)
+
+    @property
+    def effort(self) -> dict[str, Any]:
+        """The effort flags as ``build_config`` takes them (None: the attack's own default)."""
+        return {
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "restarts": self.restarts,
+            "queries": self.queries,
+        }
 
 
 def worst_case(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -23,6 +72,7 @@ def eps_label(record: dict[str, Any]) -> str:
 
 class AttackAudit(Audit):
     name = "attack"
+    Options = AttackOptions
     title = "Adversarial robustness"
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "clean_accuracy": MetricInfo("accuracy on the attacked samples before attack", True, True),

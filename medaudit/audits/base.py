@@ -67,6 +67,11 @@ def table(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+@dataclass(frozen=True)
+class NoOptions:
+    """An audit without settings of its own (``[eval]``)."""
+
+
 class Audit:
     """An audit's declarations. Subclasses set ``name``, ``title`` and ``metrics`` and implement
     ``extract`` and ``summary``; both read the audit's JSON results (a dict), never its objects,
@@ -77,6 +82,8 @@ class Audit:
     """Human title of the audit's report section."""
     metrics: ClassVar[dict[str, MetricInfo]]
     """Gateable metrics, keyed without the audit's prefix (``accuracy``, ``robust_accuracy@EPS``)."""
+    Options: ClassVar[type] = NoOptions
+    """Its settings (``medaudit.options.setting`` fields): command-line options and audit-file keys."""
 
     def extract(self, results: dict[str, Any]) -> dict[str, float]:
         """Every gateable number of ``results``, keyed ``<name>.<metric>`` (eps as ``format(eps, 'g')``)."""

@@ -3,9 +3,37 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number
+from medaudit.confounders.artifacts import CORNERS
+from medaudit.confounders.probe import DEFAULT_ARTIFACTS
+from medaudit.options import setting
+
+PANEL = "Confounders"
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """``--artifacts`` ... on the command line, ``[confounders]`` in the audit file."""
+
+    artifacts: str | None = setting(
+        None,
+        f"Comma list of artifacts (default: {','.join(DEFAULT_ARTIFACTS)}); see --list.",
+        panel=PANEL,
+        listed=True,
+    )
+    strengths: str = setting("0.25,0.5,1", "Strengths in (0, 1], comma separated.", panel=PANEL, listed=True)
+    positions: str = setting(
+        ",".join(CORNERS), "Positions probed for tag, patch and stamp.", panel=PANEL, listed=True
+    )
+    positive_class: str | None = setting(
+        None,
+        "Class (name or index) whose other images get the artifact in the reversed test (default: the last class).",
+        panel=PANEL,
+        listed=True,
+    )
 
 
 def _worst(results: dict[str, Any], key: str) -> float:
@@ -16,6 +44,7 @@ def _worst(results: dict[str, Any], key: str) -> float:
 
 class ConfoundersAudit(Audit):
     name = "confounders"
+    Options = ProbeOptions
     title = "Confounder probes"
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "worst_flip_rate": MetricInfo(

@@ -2,9 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar
 
 from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number, table
+from medaudit.options import setting
+
+PANEL = "Intrinsic"
+
+
+class Normalizer(str, Enum):
+    k1 = "k-1"
+    k2 = "k-2"
+
+
+@dataclass(frozen=True)
+class IntrinsicOptions:
+    """``--k`` ... on the command line, ``[intrinsic]`` in the audit file."""
+
+    k: int = setting(20, "Neighbours for the MLE estimator.", panel=PANEL)
+    normalizer: Normalizer = setting(
+        Normalizer.k1,
+        "MLE normaliser: k-1 (Levina-Bickel, scikit-dimension) or k-2 (Konz & Mazurowski's code).",
+        panel=PANEL,
+    )
+    rounds: int = setting(20, "Subsampling rounds for the 95% intervals (0: none).", panel=PANEL)
+    layer: str | None = setting(
+        None,
+        "Layer for d_repr: a module name (torch), fx node (.pt2) or tensor name (ONNX). "
+        "Default: the input of the last linear layer.",
+        panel=PANEL,
+    )
+    lipschitz: bool = setting(
+        True,
+        "Estimate the model's smoothness (local Lipschitz constant).",
+        flag="--lipschitz/--no-lipschitz",
+        panel=PANEL,
+    )
+    lipschitz_eps: float = setting(0.01, "Radius (L-inf, [0,1] units) of the smoothness search.", panel=PANEL)
+    lipschitz_steps: int = setting(10, "Ascent steps of the smoothness search.", panel=PANEL)
 
 
 def _pair(part: dict[str, Any]) -> str:
@@ -13,6 +50,7 @@ def _pair(part: dict[str, Any]) -> str:
 
 class IntrinsicAudit(Audit):
     name = "intrinsic"
+    Options = IntrinsicOptions
     title = "Intrinsic properties"
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "k_f": MetricInfo("label sharpness K_F of the data", None, False),

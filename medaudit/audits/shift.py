@@ -2,13 +2,60 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar
 
 from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number, table
+from medaudit.options import setting
+
+PANEL = "Shift"
+
+
+class Mode(str, Enum):
+    auto = "auto"
+    medmnistc = "medmnistc"
+    scaled = "scaled"
+
+
+class Modality(str, Enum):
+    xray = "xray"
+    ct = "ct"
+    ultrasound = "ultrasound"
+    fundus = "fundus"
+    dermoscopy = "dermoscopy"
+    pathology = "pathology"
+    blood = "blood"
+    oct = "oct"
+
+
+@dataclass(frozen=True)
+class ShiftOptions:
+    """``--corruptions`` ... on the command line, ``[shift]`` in the audit file."""
+
+    corruptions: str | None = setting(
+        None,
+        "Comma list of corruptions (default: the MedMNIST-C list of the dataset or modality).",
+        panel=PANEL,
+        listed=True,
+    )
+    modality: Modality | None = setting(
+        None,
+        "For your own data: use the corruption list and parameters of this modality's MedMNIST-C dataset.",
+        panel=PANEL,
+    )
+    severities: str = setting("1,2,3,4,5", "Severities to run, from 1..5.", panel=PANEL, listed=True)
+    mode: Mode = setting(
+        Mode.auto,
+        "medmnistc: published 224 px parameters (comparable with the AlexNet baselines); "
+        "scaled: pixel sizes scaled by size/224 (MedMNIST-C-style); auto: medmnistc at 224 px, else scaled.",
+        panel=PANEL,
+    )
 
 
 class ShiftAudit(Audit):
     name = "shift"
+    Options = ShiftOptions
     title = "Distribution shift"
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "clean_be": MetricInfo("balanced error without corruption (summary.clean_be)", False, True),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from medaudit.attacks import run_attacks
 from medaudit.attacks.checks import AuditedSweep, run_checks
 from medaudit.attacks.margin import MarginConfig, MarginResult, minimal_perturbation
 from medaudit.attacks.plan import build_config, check_request, parse_eps
+from medaudit.audits.attack import PANEL, AttackOptions
 from medaudit.commands.common import (
     JsonOpt,
     Prepared,
@@ -31,63 +31,13 @@ from medaudit.options import with_settings
 from medaudit.report import artifacts, tables
 from medaudit.settings import DataSettings, ModelSettings, RunSettings
 
-PANEL = "Attack"
-DEFAULT_EPS = "0.5/255,1/255,2/255,4/255,8/255"
 
-
-class Norm(str, Enum):
-    linf = "linf"
-    l2 = "l2"
-
-
-@with_settings(model=ModelSettings, data=DataSettings, run_settings=RunSettings)
+@with_settings(model=ModelSettings, data=DataSettings, run_settings=RunSettings, options=AttackOptions)
 def attack_command(
     model: ModelSettings,
     data: DataSettings,
     run_settings: RunSettings,
-    eps: Annotated[
-        str,
-        typer.Option(
-            "--eps",
-            help="Budget(s) in [0,1] pixel units: 0.004, a list 0.001,0.002 or fractions 1/255,2/255. With --margin, the largest is the search limit.",
-            rich_help_panel=PANEL,
-        ),
-    ] = DEFAULT_EPS,
-    norm: Annotated[Norm, typer.Option("--norm", help="Threat model.", rich_help_panel=PANEL)] = Norm.linf,
-    attack: Annotated[
-        str,
-        typer.Option(
-            "--attack",
-            help="auto (strongest ensemble for the model) or a comma list of: fgsm, bim, pgd, pgd-cw, apgd-ce, apgd-dlr, square.",
-            rich_help_panel=PANEL,
-        ),
-    ] = "auto",
-    steps: Annotated[
-        int | None,
-        typer.Option(
-            "--steps", help="Iterations per attack (default: each attack's own).", rich_help_panel=PANEL
-        ),
-    ] = None,
-    step_size: Annotated[
-        float | None,
-        typer.Option(
-            "--step-size",
-            help="PGD/BIM step in [0,1] units (default eps/4; BIM eps/10).",
-            rich_help_panel=PANEL,
-        ),
-    ] = None,
-    restarts: Annotated[
-        int | None,
-        typer.Option(
-            "--restarts",
-            help="Random restarts; the worst case over all of them counts.",
-            rich_help_panel=PANEL,
-        ),
-    ] = None,
-    queries: Annotated[
-        int | None,
-        typer.Option("--queries", help="Square attack: queries per sample.", rich_help_panel=PANEL),
-    ] = None,
+    options: AttackOptions,
     margin: Annotated[
         bool,
         typer.Option(
@@ -130,20 +80,17 @@ def attack_command(
     check_output_target(save_adv, inputs, "--save-adv")
     check_output_target(save_grid, inputs, "--save-grid")
     refuse_with_shard(shard, save_adv=save_adv, save_grid=save_grid)
-    effort = {"steps": steps, "step_size": step_size, "restarts": restarts, "queries": queries}
     margin_config = None
     if margin:  # every option is checked before the model and data are loaded
-        margin_config = _margin_config(eps, norm, attack, steps, restarts, tolerance, batch_size, seed)
+        margin_config = _margin_config(options, tolerance, batch_size, seed)
     else:
-        check_request(attack, eps, norm.value, batch_size, seed, **effort)
+        check_options(options, batch_size, seed)
     run = prepare(model, data, run_settings, json_target=json, shard=shard)
     state: MarginResult | AuditedSweep
     if margin_config is not None:
         command, config, state, warnings = _margin(run, margin_config)
     else:
-        command, config, state, warnings = sweep_section(
-            run, eps, norm, attack, batch_size, seed, save_adv, save_grid, **effort
-        )
+        command, config, state, warnings = sweep_section(run, options, batch_size, seed, save_adv, save_grid)
     print_warnings(console, warnings)
     doc = run.document(
         command,
@@ -157,20 +104,25 @@ def attack_command(
     emit(console, json, doc)
 
 
+def check_options(options: AttackOptions, batch_size: int, seed: int) -> None:
+    """Everything about the sweep that can be checked before the model and data are loaded."""
+    check_request(options.attack, options.eps, options.norm.value, batch_size, seed, **options.effort)
+
+
 def sweep_section(
     run: Prepared,
-    eps: str,
-    norm: Norm,
-    attack: str,
+    options: AttackOptions,
     batch_size: int,
     seed: int,
-    save_adv: Path | None,
-    save_grid: Path | None,
-    **effort: Any,
+    save_adv: Path | None = None,
+    save_grid: Path | None = None,
 ) -> tuple[str, dict[str, Any], AuditedSweep, list[str]]:
     """Run the sweep and its honesty checks, print the tables, save the artifacts (also used by ``run``)."""
     console = stderr_console()
-    config, notes = build_config(attack, run.model, eps, norm.value, batch_size, seed, **effort)
+    norm = options.norm
+    config, notes = build_config(
+        options.attack, run.model, options.eps, norm.value, batch_size, seed, **options.effort
+    )
     keep = save_adv is not None or save_grid is not None
     with progress_bar(console, "attacking", run.data.n * len(config.eps) * len(config.attacks)) as advance:
         result = run_attacks(run.model, run.data, config, advance, keep_adversarial=keep)
@@ -202,20 +154,12 @@ def sweep_section(
     return "attack", config_record, audited, warnings
 
 
-def _margin_config(
-    eps: str,
-    norm: Norm,
-    attack: str,
-    steps: int | None,
-    restarts: int | None,
-    tolerance: float,
-    batch_size: int,
-    seed: int,
-) -> MarginConfig:
+def _margin_config(options: AttackOptions, tolerance: float, batch_size: int, seed: int) -> MarginConfig:
     return MarginConfig(
-        attack="pgd-cw" if attack == "auto" else attack, norm=norm.value, eps_max=max(parse_eps(eps)),
-        tolerance=tolerance, steps=20 if steps is None else steps,
-        restarts=1 if restarts is None else restarts, batch_size=batch_size, seed=seed,
+        attack="pgd-cw" if options.attack == "auto" else options.attack, norm=options.norm.value,
+        eps_max=max(parse_eps(options.eps)), tolerance=tolerance,
+        steps=20 if options.steps is None else options.steps,
+        restarts=1 if options.restarts is None else options.restarts, batch_size=batch_size, seed=seed,
     )  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from medaudit.audits.confounders import PANEL, ProbeOptions
 from medaudit.commands.common import (
     JsonOpt,
     Prepared,
@@ -48,7 +49,6 @@ from medaudit.report.confounder_tables import (
 )
 from medaudit.settings import DataSettings, OptionalModelSettings, RunSettings, Split
 
-PANEL = "Confounders"
 SUBGROUP_PANEL = "Subgroups"
 FINETUNE_PANEL = "Shortcut susceptibility (--finetune)"
 
@@ -73,35 +73,12 @@ def positive_index(data: AuditData, value: str | None) -> int | None:
         ) from None
 
 
-@with_settings(model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings)
+@with_settings(model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings, options=ProbeOptions)
 def confounders_command(
     model: OptionalModelSettings,
     data: DataSettings,
     run_settings: RunSettings,
-    artifact_list: Annotated[
-        str | None,
-        typer.Option(
-            "--artifacts",
-            help=f"Comma list of artifacts (default: {','.join(DEFAULT_ARTIFACTS)}); see --list.",
-            rich_help_panel=PANEL,
-        ),
-    ] = None,
-    strengths: Annotated[
-        str, typer.Option("--strengths", help="Strengths in (0, 1], comma separated.", rich_help_panel=PANEL)
-    ] = "0.25,0.5,1",
-    positions: Annotated[
-        str,
-        typer.Option("--positions", help="Positions probed for tag, patch and stamp.", rich_help_panel=PANEL),
-    ] = ",".join(CORNERS),
-    positive_class: Annotated[
-        str | None,
-        typer.Option(
-            "--positive-class",
-            help="Class (name or index) whose other images get the artifact in the reversed test "
-            "(default: the last class).",
-            rich_help_panel=PANEL,
-        ),
-    ] = None,
+    options: ProbeOptions,
     list_: Annotated[
         bool,
         typer.Option("--list", help="Print the artifacts and exit (no model needed).", rich_help_panel=PANEL),
@@ -194,18 +171,17 @@ def confounders_command(
             raise ConfigError("--finetune cannot be combined with --metadata or --save-grid")
         if data.split is Split.train:
             raise ConfigError("--finetune trains on the train split: audit --split test or val")
-        strength_values = parse_floats(strengths, "--strengths")
-        assert strength_values is not None
+        strength_values = probe_config(options, batch_size, seed).strengths
         fraction_values = parse_floats(fractions, "--fractions") or DEFAULT_FRACTIONS
         ft_config = FinetuneConfig(
-            artifact=_names(artifact_list, ("tag",))[0], strength=max(strength_values),
+            artifact=_names(options.artifacts, ("tag",))[0], strength=max(strength_values),
             fractions=tuple(sorted(fraction_values)), epochs=epochs, lr=lr, batch_size=min(batch_size, 64),
             limit=train_limit, seed=seed,
         )  # fmt: skip
         run = prepare(model, data, run_settings, json_target=json)
         print_warnings(console, run.warnings)
         ft_config = FinetuneConfig(
-            **{**ft_config.__dict__, "positive_class": positive_index(run.data, positive_class)}
+            **{**ft_config.__dict__, "positive_class": positive_index(run.data, options.positive_class)}
         )
         results = finetune_section(run, ft_config, data)
         doc = run.document(
@@ -219,16 +195,16 @@ def confounders_command(
         emit(console, json, doc)
         return
     if metadata is not None or attribute is not None or id_column is not None:
-        _check_subgroup_options(metadata, attribute, limit, bootstrap, artifact_list, save_grid)
+        _check_subgroup_options(metadata, attribute, limit, bootstrap, options.artifacts, save_grid)
         assert metadata is not None and attribute is not None
         mark_read(metadata)
         run = prepare(model, data, run_settings, json_target=json)
         print_warnings(console, run.warnings)
         results = subgroups_section(run, metadata, attribute, id_column, bootstrap, seed, batch_size)
-        options = {"metadata": str(metadata), "attribute": attribute, "id_column": id_column}
+        subgroup = {"metadata": str(metadata), "attribute": attribute, "id_column": id_column}
         doc = run.document(
             "confounders",
-            {**run.config, **options, "bootstrap": bootstrap, "batch_size": batch_size, "mode": "subgroups"},
+            {**run.config, **subgroup, "bootstrap": bootstrap, "batch_size": batch_size, "mode": "subgroups"},
             {"subgroups": results},
             seed=seed,
             wall_time_s=timer.elapsed,
@@ -236,22 +212,13 @@ def confounders_command(
         )
         emit(console, json, doc)
         return
-    strength_values = parse_floats(strengths, "--strengths")
-    assert strength_values is not None
-    # checks names, strengths and positions before any loading
-    probe_config = ProbeConfig(
-        artifacts=_names(artifact_list, DEFAULT_ARTIFACTS), strengths=strength_values,
-        positions=_names(positions, CORNERS), seed=seed, batch_size=batch_size,
-    )  # fmt: skip
+    config = probe_config(options, batch_size, seed)  # names, strengths and positions, before any loading
     inputs = input_files(model.path, data.data)
     check_output_target(save_grid, inputs, "--save-grid")
     run = prepare(model, data, run_settings, json_target=json, shard=shard)
-    positive = positive_index(run.data, positive_class)
+    positive = positive_index(run.data, options.positive_class)
     resolve_positive(run.data, positive)
-    config = ProbeConfig(
-        artifacts=probe_config.artifacts, strengths=probe_config.strengths, positions=probe_config.positions,
-        seed=seed, batch_size=batch_size, positive_class=positive,
-    )  # fmt: skip
+    config = replace(config, positive_class=positive)
     print_warnings(console, run.warnings)
     result, results = confounders_section(run, config)
     if save_grid is not None:
@@ -278,6 +245,17 @@ def confounders_section(run: Prepared, config: ProbeConfig) -> tuple[ProbeResult
     for table in confounder_tables(results, f"Confounders: {run.data.describe()}"):
         console.print(table)
     return result, results
+
+
+def probe_config(options: ProbeOptions, batch_size: int, seed: int) -> ProbeConfig:
+    """The probe's configuration from its settings (also used by ``run``); the positive class is
+    resolved once the data is loaded."""
+    strengths = parse_floats(options.strengths, "--strengths")
+    assert strengths is not None  # the setting has a default
+    return ProbeConfig(
+        artifacts=_names(options.artifacts, DEFAULT_ARTIFACTS), strengths=strengths,
+        positions=_names(options.positions, CORNERS), seed=seed, batch_size=batch_size,
+    )  # fmt: skip
 
 
 def finetune_section(run: Prepared, config: FinetuneConfig, data: DataSettings) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from medaudit.audits.intrinsic import PANEL, IntrinsicOptions
 from medaudit.commands.common import (
     JsonOpt,
     Timer,
@@ -30,12 +30,21 @@ from medaudit.options import setting, with_settings
 from medaudit.report import tables
 from medaudit.settings import DATA_PANEL, DataSettings, OptionalModelSettings, RunSettings, Split
 
-PANEL = "Intrinsic"
 
-
-class Normalizer(str, Enum):
-    k1 = "k-1"
-    k2 = "k-2"
+def intrinsic_config(options: IntrinsicOptions, batch_size: int, seed: int) -> IntrinsicConfig:
+    """The estimators' configuration from the settings (also used by ``run``)."""
+    return IntrinsicConfig(
+        dimension=DimensionConfig(
+            k=options.k, normalizer=options.normalizer.value, rounds=options.rounds, seed=seed
+        ),
+        layer=options.layer,
+        batch_size=batch_size,
+        lipschitz=LipschitzConfig(
+            eps=options.lipschitz_eps, steps=options.lipschitz_steps, batch_size=batch_size, seed=seed
+        )
+        if options.lipschitz
+        else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -61,54 +70,12 @@ class IntrinsicData(DataSettings):
     )
 
 
-@with_settings(model=IntrinsicModel, data=IntrinsicData, run_settings=RunSettings)
+@with_settings(model=IntrinsicModel, data=IntrinsicData, run_settings=RunSettings, options=IntrinsicOptions)
 def intrinsic_command(
     model: IntrinsicModel,
     data: IntrinsicData,
     run_settings: RunSettings,
-    k: Annotated[
-        int, typer.Option("--k", help="Neighbours for the MLE estimator.", rich_help_panel=PANEL)
-    ] = 20,
-    normalizer: Annotated[
-        Normalizer,
-        typer.Option(
-            "--normalizer",
-            help="MLE normaliser: k-1 (Levina-Bickel, scikit-dimension) or k-2 (Konz & Mazurowski's code).",
-            rich_help_panel=PANEL,
-        ),
-    ] = Normalizer.k1,
-    rounds: Annotated[
-        int,
-        typer.Option(
-            "--rounds", help="Subsampling rounds for the 95% intervals (0: none).", rich_help_panel=PANEL
-        ),
-    ] = 20,
-    layer: Annotated[
-        str | None,
-        typer.Option(
-            "--layer",
-            help="Layer for d_repr: a module name (torch), fx node (.pt2) or tensor name (ONNX). Default: the input of the last linear layer.",
-            rich_help_panel=PANEL,
-        ),
-    ] = None,
-    lipschitz_eps: Annotated[
-        float,
-        typer.Option(
-            "--lipschitz-eps",
-            help="Radius (L-inf, [0,1] units) of the smoothness search.",
-            rich_help_panel=PANEL,
-        ),
-    ] = 0.01,
-    lipschitz_steps: Annotated[
-        int,
-        typer.Option(
-            "--lipschitz-steps", help="Ascent steps of the smoothness search.", rich_help_panel=PANEL
-        ),
-    ] = 10,
-    no_lipschitz: Annotated[
-        bool,
-        typer.Option("--no-lipschitz", help="Skip the model smoothness estimate.", rich_help_panel=PANEL),
-    ] = False,
+    options: IntrinsicOptions,
     save_plot: Annotated[
         Path | None,
         typer.Option(
@@ -122,18 +89,11 @@ def intrinsic_command(
     """Label sharpness K_F, intrinsic dimension of the data (and of a model's features), model smoothness."""
     console, timer = stderr_console(), Timer()
     batch_size, seed = run_settings.batch_size, data.seed
-    config = IntrinsicConfig(
-        dimension=DimensionConfig(k=k, normalizer=normalizer.value, rounds=rounds, seed=seed),
-        layer=layer,
-        batch_size=batch_size,
-        lipschitz=None
-        if no_lipschitz
-        else LipschitzConfig(eps=lipschitz_eps, steps=lipschitz_steps, batch_size=batch_size, seed=seed),
-    )
+    config = intrinsic_config(options, batch_size, seed)
     inputs = input_files(model.path, data.data)
     check_output_target(save_plot, inputs, "--save-plot")
     if model.path is None:
-        if layer is not None:
+        if options.layer is not None:
             raise ConfigError("--layer needs a model")
         check_output_target(json, inputs)
         spec = data_spec(None, data)

@@ -10,9 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from medaudit.attacks.checks import AuditedSweep
-from medaudit.attacks.plan import check_request
-from medaudit.audit_config import ARCH_SOURCE, EXAMPLE, AuditFile, as_csv, read_audit_file
-from medaudit.commands.attack import DEFAULT_EPS, Norm, sweep_section
+from medaudit.audit_config import ARCH_SOURCE, EXAMPLE, AuditFile, read_audit_file
+from medaudit.audits.attack import AttackOptions
+from medaudit.audits.base import NoOptions
+from medaudit.audits.confounders import ProbeOptions
+from medaudit.audits.intrinsic import IntrinsicOptions
+from medaudit.audits.shift import ShiftOptions
+from medaudit.commands.attack import check_options as check_attack_options
+from medaudit.commands.attack import sweep_section
 from medaudit.commands.common import (
     JsonOpt,
     Prepared,
@@ -27,25 +32,18 @@ from medaudit.commands.common import (
     refuse_with_shard,
     stderr_console,
 )
-from medaudit.commands.confounders import confounders_section, positive_index
+from medaudit.commands.confounders import confounders_section, positive_index, probe_config
 from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_document, gate_table, write_ci
-from medaudit.commands.shift import (
-    Modality,
-    Mode,
-    check_corruptions,
-    parse_severities,
-    shift_config,
-    shift_section,
-)
-from medaudit.confounders.artifacts import CORNERS
-from medaudit.confounders.probe import DEFAULT_ARTIFACTS, ProbeConfig, ProbeResult
+from medaudit.commands.intrinsic import intrinsic_config
+from medaudit.commands.shift import check_options as check_shift_options
+from medaudit.commands.shift import shift_config, shift_section
+from medaudit.confounders.probe import ProbeResult
 from medaudit.errors import ConfigError
 from medaudit.evaluate import EvalConfig, EvalResult, evaluate
 from medaudit.gate import load_policy
 from medaudit.gate.policy import read_toml
-from medaudit.intrinsic import DimensionConfig, IntrinsicConfig, run_intrinsic
+from medaudit.intrinsic import run_intrinsic
 from medaudit.intrinsic.audit import IntrinsicResult
-from medaudit.intrinsic.smoothness import LipschitzConfig
 from medaudit.report import ci, tables
 from medaudit.report.atomic import write_atomic
 from medaudit.report.html import write_html
@@ -67,7 +65,7 @@ def _prepare(audit: AuditFile, shard: str | None) -> Prepared:
     return prepare(audit.model, audit.data, audit.run, json_target=None, shard=shard, arch_source=ARCH_SOURCE)
 
 
-def _eval(run: Prepared, options: dict[str, Any], batch_size: int) -> tuple[dict[str, Any], EvalResult]:
+def _eval(run: Prepared, options: NoOptions, batch_size: int) -> tuple[dict[str, Any], EvalResult]:
     console = stderr_console()
     with progress_bar(console, "evaluating", run.data.n) as advance:
         result = evaluate(run.model, run.data, EvalConfig(batch_size=batch_size), advance)
@@ -76,99 +74,30 @@ def _eval(run: Prepared, options: dict[str, Any], batch_size: int) -> tuple[dict
     return {}, result
 
 
-def _attack(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, AuditedSweep]:
-    _, config, audited, _ = sweep_section(
-        run,
-        as_csv(options.get("eps")) or DEFAULT_EPS,
-        _enum(Norm, options.get("norm", "linf"), "[attack] norm"),
-        options.get("attack", "auto"),
-        batch_size,
-        seed,
-        None,
-        None,
-        steps=options.get("steps"),
-        step_size=options.get("step_size"),
-        restarts=options.get("restarts"),
-        queries=options.get("queries"),
-    )
+def _attack(run: Prepared, options: AttackOptions, batch_size: int, seed: int) -> tuple[dict, AuditedSweep]:
+    _, config, audited, _ = sweep_section(run, options, batch_size, seed)
     return config, audited
 
 
-def _shift(run: Prepared, options: dict[str, Any], batch_size: int, seed: int) -> tuple[dict, ShiftResult]:
-    modality = _enum(Modality, options.get("modality"), "[shift] modality")
-    config = shift_config(
-        run.data,
-        as_csv(options.get("corruptions")),
-        modality.value if modality else None,
-        parse_severities(as_csv(options.get("severities")) or "1,2,3,4,5"),
-        _enum(Mode, options.get("mode", "auto"), "[shift] mode"),
-        seed,
-        batch_size,
-    )
+def _shift(run: Prepared, options: ShiftOptions, batch_size: int, seed: int) -> tuple[dict, ShiftResult]:
+    config = shift_config(run.data, options, seed, batch_size)
     result, _ = shift_section(run, config)
     return config.to_dict(), result
 
 
-def _probe_config(options: dict[str, Any], batch_size: int, seed: int) -> ProbeConfig:
-    return ProbeConfig(
-        artifacts=tuple(_list(options.get("artifacts"), DEFAULT_ARTIFACTS)),
-        strengths=_floats(options.get("strengths"), (0.25, 0.5, 1.0), "[confounders] strengths"),
-        positions=tuple(_list(options.get("positions"), CORNERS)),
-        seed=seed,
-        batch_size=batch_size,
-    )
-
-
 def _confounders(
-    run: Prepared, options: dict[str, Any], batch_size: int, seed: int
+    run: Prepared, options: ProbeOptions, batch_size: int, seed: int
 ) -> tuple[dict, ProbeResult]:
-    positive = options.get("positive_class")
-    config = replace(
-        _probe_config(options, batch_size, seed),
-        positive_class=positive_index(run.data, None if positive is None else str(positive)),
-    )
+    positive = positive_index(run.data, options.positive_class)
+    config = replace(probe_config(options, batch_size, seed), positive_class=positive)
     result, _ = confounders_section(run, config)
     return config.to_dict(), result
 
 
-def _list(value: str | float | list[Any] | None, default: tuple[Any, ...]) -> list[Any]:
-    """A TOML list or a comma-separated string, or the default."""
-    text = as_csv(value)
-    return list(default) if text is None else [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _floats(value: str | float | list[Any] | None, default: tuple[float, ...], key: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(s) for s in _list(value, default))
-    except ValueError:
-        raise ConfigError(f"{key} takes numbers, got {value!r}") from None
-
-
-def _intrinsic_config(options: dict[str, Any], batch_size: int, seed: int) -> IntrinsicConfig:
-    return IntrinsicConfig(
-        dimension=DimensionConfig(
-            k=options.get("k", 20),
-            normalizer=options.get("normalizer", "k-1"),
-            rounds=options.get("rounds", 20),
-            seed=seed,
-        ),
-        layer=options.get("layer"),
-        batch_size=batch_size,
-        lipschitz=LipschitzConfig(
-            eps=options.get("lipschitz_eps", 0.01),
-            steps=options.get("lipschitz_steps", 10),
-            batch_size=batch_size,
-            seed=seed,
-        )
-        if options.get("lipschitz", True)
-        else None,
-    )
-
-
 def _intrinsic(
-    run: Prepared, options: dict[str, Any], batch_size: int, seed: int
+    run: Prepared, options: IntrinsicOptions, batch_size: int, seed: int
 ) -> tuple[dict, IntrinsicResult]:
-    config = _intrinsic_config(options, batch_size, seed)
+    config = intrinsic_config(options, batch_size, seed)
     console = stderr_console()
     with console.status("intrinsic") as status:
         result = run_intrinsic(run.data, run.model, config, lambda stage: status.update(stage))
@@ -182,21 +111,13 @@ def _check_options(audit: AuditFile) -> None:
     batch_size, seed = audit.run.batch_size, audit.data.seed
     for name, options in audit.audits.items():
         if name == "attack":
-            norm = _enum(Norm, options.get("norm", "linf"), "[attack] norm")
-            effort = {k: options.get(k) for k in ("steps", "step_size", "restarts", "queries")}
-            eps = as_csv(options.get("eps")) or DEFAULT_EPS
-            check_request(options.get("attack", "auto"), eps, norm.value, batch_size, seed, **effort)
+            check_attack_options(options, batch_size, seed)
         elif name == "shift":
-            modality = _enum(Modality, options.get("modality"), "[shift] modality")
-            _enum(Mode, options.get("mode", "auto"), "[shift] mode")
-            parse_severities(as_csv(options.get("severities")) or "1,2,3,4,5")
-            check_corruptions(
-                as_csv(options.get("corruptions")), modality and modality.value, audit.data.data
-            )
+            check_shift_options(options, audit.data.data)
         elif name == "confounders":
-            _probe_config(options, batch_size, seed)
+            probe_config(options, batch_size, seed)
         elif name == "intrinsic":
-            _intrinsic_config(options, batch_size, seed)
+            intrinsic_config(options, batch_size, seed)
 
 
 def run_command(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
+from medaudit.audits.shift import PANEL, Modality, Mode, ShiftOptions
 from medaudit.commands.common import (
     JsonOpt,
     Prepared,
@@ -33,25 +33,6 @@ from medaudit.shift.benchmark import ShiftConfig, ShiftResult, run_shift
 from medaudit.shift.catalogue import SEVERITIES
 from medaudit.shift.corrupt import apply_uint8, corruptions, default_mode
 
-PANEL = "Shift"
-
-
-class Mode(str, Enum):
-    auto = "auto"
-    medmnistc = "medmnistc"
-    scaled = "scaled"
-
-
-class Modality(str, Enum):
-    xray = "xray"
-    ct = "ct"
-    ultrasound = "ultrasound"
-    fundus = "fundus"
-    dermoscopy = "dermoscopy"
-    pathology = "pathology"
-    blood = "blood"
-    oct = "oct"
-
 
 def parse_severities(text: str) -> tuple[int, ...]:
     try:
@@ -70,48 +51,23 @@ def _no_modality() -> ConfigError:
     )
 
 
-def check_corruptions(corruption_list: str | None, modality: str | None, data: Path | None) -> None:
-    """What ``shift_config`` checks without the data, so a typo fails before anything is loaded."""
-    for name in (corruption_list or "").split(","):
+def check_options(options: ShiftOptions, data: Path | None) -> tuple[int, ...]:
+    """What ``shift_config`` checks without the data, so a typo fails before anything is loaded;
+    returns the severities."""
+    for name in (options.corruptions or "").split(","):
         if name.strip():
             corruptions.get(name.strip())
-    if data is not None and modality is None:
+    if data is not None and options.modality is None:
         raise _no_modality()
+    return parse_severities(options.severities)
 
 
-@with_settings(model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings)
+@with_settings(model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings, options=ShiftOptions)
 def shift_command(
     model: OptionalModelSettings,
     data: DataSettings,
     run_settings: RunSettings,
-    corruption_list: Annotated[
-        str | None,
-        typer.Option(
-            "--corruptions",
-            help="Comma list of corruptions (default: the MedMNIST-C list of the dataset or modality).",
-            rich_help_panel=PANEL,
-        ),
-    ] = None,
-    modality: Annotated[
-        Modality | None,
-        typer.Option(
-            "--modality",
-            help="For your own data: use the corruption list and parameters of this modality's MedMNIST-C dataset.",
-            rich_help_panel=PANEL,
-        ),
-    ] = None,
-    severities: Annotated[
-        str, typer.Option("--severities", help="Severities to run, from 1..5.", rich_help_panel=PANEL)
-    ] = "1,2,3,4,5",
-    mode: Annotated[
-        Mode,
-        typer.Option(
-            "--mode",
-            help="medmnistc: published 224 px parameters (comparable with the AlexNet baselines); "
-            "scaled: pixel sizes scaled by size/224 (MedMNIST-C-style); auto: medmnistc at 224 px, else scaled.",
-            rich_help_panel=PANEL,
-        ),
-    ] = Mode.auto,
+    options: ShiftOptions,
     list_: Annotated[
         bool,
         typer.Option(
@@ -140,20 +96,19 @@ def shift_command(
     """Accuracy and balanced error under MedMNIST-C corruptions, per corruption and severity."""
     console, timer = stderr_console(), Timer()
     batch_size, seed = run_settings.batch_size, data.seed
-    modality_name = modality.value if modality else None
+    modality_name = options.modality.value if options.modality else None
     if list_:
         console.print(_catalogue(data.dataset, modality_name))
         return
     if model.path is None:
         raise ConfigError("give a model file (or --list for the corruption catalogue)")
-    severity_values = parse_severities(severities)
-    check_corruptions(corruption_list, modality_name, data.data)
+    check_options(options, data.data)
     inputs = input_files(model.path, data.data)
     check_output_target(save_grid, inputs, "--save-grid")
     check_output_target(save_heatmap, inputs, "--save-heatmap")
     refuse_with_shard(shard, save_grid=save_grid, save_heatmap=save_heatmap)
     run = prepare(model, data, run_settings, json_target=json, shard=shard)
-    config = shift_config(run.data, corruption_list, modality_name, severity_values, mode, seed, batch_size)
+    config = shift_config(run.data, options, seed, batch_size)
     print_warnings(console, run.warnings)
     result, results = shift_section(run, config)
     if save_grid is not None:
@@ -174,28 +129,22 @@ def shift_command(
     emit(console, json, doc)
 
 
-def shift_config(
-    data: AuditData,
-    corruption_list: str | None,
-    modality: str | None,
-    severities: tuple[int, ...],
-    mode: Mode,
-    seed: int,
-    batch_size: int,
-) -> ShiftConfig:
+def shift_config(data: AuditData, options: ShiftOptions, seed: int, batch_size: int) -> ShiftConfig:
     """Which table and corruptions: --modality, else the MedMNIST dataset audited."""
     dataset = data.identity.get("name") if data.identity.get("source") == "medmnist" else None
+    modality = options.modality.value if options.modality else None
     if dataset is None and modality is None:
         raise _no_modality()
     source = catalogue.params_source(dataset, modality)
     names = (
-        tuple(part.strip() for part in corruption_list.split(",") if part.strip())
-        if corruption_list
+        tuple(part.strip() for part in options.corruptions.split(",") if part.strip())
+        if options.corruptions
         else tuple(catalogue.PARAMS[source])
     )
+    mode = options.mode
     chosen_mode = default_mode(data.size[0]) if mode is Mode.auto else mode.value
     return ShiftConfig(
-        corruptions=names, source=source, mode=chosen_mode, severities=severities,
+        corruptions=names, source=source, mode=chosen_mode, severities=parse_severities(options.severities),
         seed=seed, batch_size=batch_size,
     )  # fmt: skip
 
