@@ -5,16 +5,30 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from medaudit.audit_config import read_audit_file
 from medaudit.audits import Audit, MetricInfo, SummaryRow, audits
+from medaudit.cli import app
 from medaudit.document import document
+from medaudit.errors import ConfigError
 from medaudit.gate import evaluate, extract_metrics, known_metrics, load_policy
+from medaudit.options import file_keys, setting
 from medaudit.report import ci, tables
 from medaudit.report.html import render_html
+from medaudit.settings import DataSettings, ModelSettings, RunSettings
+
+
+@dataclass(frozen=True)
+class ToyOptions:
+    floor: float = setting(0.5, "the toy floor")
+    label: str = setting("x", "a toy label")
 
 
 class ToyAudit(Audit):
@@ -22,6 +36,7 @@ class ToyAudit(Audit):
 
     name = "toy"
     title = "Toy audit"
+    Options = ToyOptions
     metrics: ClassVar[dict[str, MetricInfo]] = {"score": MetricInfo("the toy score", True, True)}
 
     def extract(self, results: dict[str, Any]) -> dict[str, float]:
@@ -58,6 +73,23 @@ def test_a_registered_audit_reaches_the_gate_and_every_summary(toy: ToyAudit) ->
     console.print(tables.run_summary_table(doc["results"], "summary"))
     text = console.export_text()
     assert "toy score" in text and "0.2500" in text and "planted" in text
+
+
+def test_a_registered_audit_gets_its_audit_file_section(toy: ToyAudit, tmp_path: Path) -> None:
+    path = tmp_path / "audit.toml"
+    path.write_text('[model]\npath = "m.pt"\n[toy]\nfloor = 1\n')
+    audit = read_audit_file(path)
+    assert audit.audits == {"toy": ToyOptions(floor=1.0)}
+    path.write_text('[model]\npath = "m.pt"\n[toy]\nflor = 1\n')
+    with pytest.raises(ConfigError, match="did you mean 'floor'"):
+        read_audit_file(path)
+    path.write_text('[model]\npath = "m.pt"\n[toy]\nlabel = 3\n')
+    with pytest.raises(ConfigError, match=r"\[toy\] label = 3 has the wrong type"):
+        read_audit_file(path)
+    path.write_text('[model]\npath = "m.pt"\n[toy]\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2 and "[toy] cannot run from an audit file yet" in result.stderr
 
 
 def test_unregistered_sections_are_not_gateable(toy: ToyAudit) -> None:
@@ -108,3 +140,17 @@ def test_console_html_and_markdown_show_the_same_summary() -> None:
     text = console.export_text()
     for label, value in expected:
         assert re.search(re.escape(label) + r"\s*│\s*" + re.escape(value), text), (label, value)
+
+
+def test_the_audit_file_keys_in_the_docs_are_the_declared_ones() -> None:
+    """docs/run-gate-compare.md lists every section's keys; they must be the declared settings."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "run-gate-compare.md").read_text()
+    listed = {
+        section: re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", keys))
+        for section, keys in re.findall(r"^\| `\[(\w+)\]` \| (.*) \|$", doc, flags=re.M)
+    }
+    declared = {"model": ModelSettings, "data": DataSettings, "run": RunSettings}
+    declared |= {name: audits.get(name).Options for name in audits.in_order()}
+    for section, cls in declared.items():
+        keys = file_keys(cls)
+        assert listed[section][: len(keys)] == keys, section

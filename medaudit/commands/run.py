@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
@@ -105,11 +106,25 @@ def _intrinsic(
     return config.to_dict(), result
 
 
+RUNNERS: dict[str, Callable[[Prepared, Any, int, int], tuple[dict[str, Any], Any]]] = {
+    "eval": lambda run, options, batch_size, seed: _eval(run, options, batch_size),
+    "attack": _attack,
+    "shift": _shift,
+    "confounders": _confounders,
+    "intrinsic": _intrinsic,
+}
+"""How ``run`` runs each audit: (prepared, options, batch size, seed) -> (config record, result)."""
+
+
 def _check_options(audit: AuditFile) -> None:
     """Every audit's options, checked before the model and data are loaded (what needs them,
     such as the attack plan for a black-box model, is checked when they are)."""
     batch_size, seed = audit.run.batch_size, audit.data.seed
     for name, options in audit.audits.items():
+        if name not in RUNNERS:
+            raise ConfigError(
+                f"{audit.path}: [{name}] cannot run from an audit file yet: use `medaudit {name}`"
+            )
         if name == "attack":
             check_attack_options(options, batch_size, seed)
         elif name == "shift":
@@ -164,16 +179,7 @@ def run_command(
     states: dict[str, Any] = {}
     configs: dict[str, Any] = {}
     for name, options in audit.audits.items():
-        if name == "eval":
-            configs[name], states[name] = _eval(run, options, batch_size)
-        elif name == "attack":
-            configs[name], states[name] = _attack(run, options, batch_size, seed)
-        elif name == "shift":
-            configs[name], states[name] = _shift(run, options, batch_size, seed)
-        elif name == "confounders":
-            configs[name], states[name] = _confounders(run, options, batch_size, seed)
-        else:
-            configs[name], states[name] = _intrinsic(run, options, batch_size, seed)
+        configs[name], states[name] = RUNNERS[name](run, options, batch_size, seed)
     sections, warnings = run_sections(states, run.warnings)
     console.print(tables.run_summary_table(sections, f"Audit summary: {run.data.describe()}"))
     doc = run.document(
