@@ -8,13 +8,15 @@ nearest valid one, never a silently ignored setting.
 from __future__ import annotations
 
 import difflib
+import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medaudit.audits import audits
-from medaudit.errors import ConfigError
+from medaudit.errors import ConfigError, DataError, MedauditError, ModelLoadError
 from medaudit.options import from_file
 from medaudit.registry import parse_spec
 from medaudit.settings import DataSettings, ModelSettings, RunSettings
@@ -28,6 +30,9 @@ SHARED = ("model", "data", "run")
 """Sections every audit shares, declared once in ``medaudit.settings`` (keys, types, defaults)."""
 GATE = "gate"
 """The release gate: metric name -> rule, checked by the gate itself."""
+
+SAMPLE_MODEL = "sample_models/pneumoniamnist_rescnn.pt"
+"""The model ``EXAMPLE`` names, as seen from the folder ``medaudit init`` runs in (a checkout of the repository)."""
 
 EXAMPLE = """\
 # medaudit audit file: `medaudit run audit.toml --json report.json --html report.html`
@@ -80,6 +85,31 @@ rounds = 10
 """
 
 
+def _toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's; DEL must be escaped too)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def example_for(target: Path) -> str:
+    """``EXAMPLE`` as ``medaudit init`` writes it to ``target``. Paths in an audit file are relative
+    to its folder, so the sample model, as seen from the current folder, is written relative to
+    ``target``'s folder (absolute where no relative path leads there, e.g. another drive)."""
+    sample = os.path.abspath(SAMPLE_MODEL)
+    try:
+        model = Path(os.path.relpath(sample, os.path.abspath(target.parent))).as_posix()
+    except ValueError:
+        model = Path(sample).as_posix()
+    return EXAMPLE.replace(f'path = "{SAMPLE_MODEL}"', f"path = {_toml_string(model)}", 1)
+
+
+INPUT_PATHS: tuple[tuple[str, str, str, type[MedauditError]], ...] = (
+    ("model", "path", "model file", ModelLoadError),
+    ("data", "data", "data path", DataError),
+    ("data", "data_root", "data folder", DataError),
+)
+"""The audit file's keys that name an input (section, key, what it is, the error if it is missing)."""
+
+
 @dataclass(frozen=True)
 class AuditFile:
     path: Path
@@ -90,6 +120,30 @@ class AuditFile:
     """The settings of each audit present (its ``Audit.Options``), in run order."""
     gate: dict[str, Any] | None
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def check_paths(self) -> None:
+        """Fail before loading anything when a file the audit reads is missing, saying that the
+        audit file's paths are relative to its own folder (not to the current folder)."""
+        values = {
+            ("model", "path"): self.model.path,
+            ("data", "data"): self.data.data,
+            # data_root is only read for a MedMNIST dataset, and --download may create it
+            ("data", "data_root"): None if self.data.download or self.data.data else self.data.data_root,
+        }
+        for section, key, what, error in INPUT_PATHS:
+            target = values[(section, key)]
+            if target is None or target.exists():
+                continue
+            written = self.raw.get(section, {}).get(key)
+            setting = f"[{section}] {key} = {_toml_string(str(written))} in {self.path}"
+            if written is None or Path(written).expanduser().is_absolute():
+                raise error(f"{what} {target} does not exist: check {setting}")
+            folder = self.path.parent
+            beside = "" if folder.resolve() == Path.cwd().resolve() else ", not to the current folder"
+            raise error(
+                f"{what} {target} does not exist: {setting} is relative to the audit file's folder "
+                f"({folder}){beside}, as every path in an audit file is: fix it there or make it absolute"
+            )
 
 
 def _suggest(name: str, valid: list[str]) -> str:

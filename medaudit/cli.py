@@ -89,12 +89,20 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            envvar="MEDAUDIT_QUIET",
+            help="No progress bars or progress lines (tables, warnings and errors still print).",
+        ),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     """Audit a trained medical-image classifier before release."""
-    configure(Settings(debug=debug))
+    configure(Settings(debug=debug, quiet=quiet))
     install_signal_handlers()
 
 

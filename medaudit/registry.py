@@ -4,13 +4,18 @@ Used wherever the set grows, so adding an entry is one decorator (or one line) i
 the entry's own file: architectures (``models/archs``), attacks (``attacks/base.py``),
 shift corruptions (``shift/corrupt.py``), confounder artifacts
 (``confounders/artifacts.py``) and audits (``audits/``). ``medaudit list`` prints
-the first four. ``import_object`` also resolves the user's ``--arch package.module:factory``.
+the first four. ``import_object`` also resolves the user's ``--arch package.module:factory``,
+looking first in a folder the caller names (the current folder for ``--arch``, the audit
+file's folder for its ``[model] arch``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar, cast
 
@@ -40,18 +45,58 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return module_name, attr
 
 
-def import_object(spec: str, *, user_code: bool = True) -> object:
+@contextlib.contextmanager
+def _first_on_path(folder: str | None) -> Iterator[None]:
+    """``folder`` first on sys.path for the duration of one import, then sys.path as it was."""
+    if folder is None:
+        yield
+        return
+    importlib.invalidate_caches()  # a module written since the last look at that folder
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # ValueError: the imported code removed it itself
+            sys.path.remove(folder)  # the first occurrence: the one inserted above
+
+
+def _missing_top_level(exc: ImportError, module_name: str) -> bool:
+    """Whether ``exc`` says the module's top-level package is not there at all, rather than
+    that a submodule, or something the module itself imports, is missing."""
+    return isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]
+
+
+def import_object(
+    spec: str, *, user_code: bool = True, search: str | os.PathLike[str] | None = None
+) -> object:
     """Import ``"package.module:attr"`` (``attr`` may be dotted); raise ConfigError with the reason.
 
     ``user_code``: the module is the user's, so anything it raises while being imported
     (or while an attribute is looked up) is reported as a ConfigError naming the module and
     the exception, not as a medaudit crash. Built-in lazy entries pass False: an exception
     there other than a missing dependency is a bug in medaudit and must stay visible.
+
+    ``search``: a folder put first on sys.path for this import only (and removed afterwards),
+    so a ``mymodels.py`` there is found without ``PYTHONPATH``; a missing module's error names it.
     """
     module_name, attr = parse_spec(spec)
+    folder = os.path.abspath(search) if search is not None else None
     try:
-        module = importlib.import_module(module_name)
+        with _first_on_path(folder):
+            module = importlib.import_module(module_name)
     except ImportError as exc:
+        if _missing_top_level(exc, module_name):
+            top = module_name.split(".")[0]
+            if folder is not None:
+                where = (
+                    f"in {folder} or on sys.path: put {top}.py (or the package folder {top}) in {folder}, or"
+                )
+            else:
+                where = "on sys.path:"
+            raise ConfigError(
+                f"cannot import module '{module_name}' for '{spec}': no module '{top}' {where} "
+                "add the folder that holds it to PYTHONPATH"
+            ) from None
         raise ConfigError(f"cannot import module '{module_name}' for '{spec}': {first_line(exc)}") from None
     except (Exception, SystemExit) as exc:
         if not user_code:

@@ -51,6 +51,18 @@ def seeded_cnn(in_channels: int = 1, num_classes: int = 2, width: int = 4, seed:
     return model.eval()
 
 
+def assert_one_line_error(result, *needles: str, code: int = 2) -> str:
+    """The documented exit code and exactly one 'error:' line on stderr naming every needle; no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:"), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 def train_cnn(
     images: torch.Tensor, labels: torch.Tensor, steps: int, *, width: int = 4, lr: float = 0.02, seed: int = 0
 ) -> SmallCNN:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, random_images, seeded_cnn
+from conftest import REPO, assert_one_line_error, random_images, seeded_cnn
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -126,16 +126,6 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-def assert_refused(result, code: int, *needles: str) -> None:
-    """The documented code, one ``error:`` line naming the problem, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    message = result.stderr.strip()
-    assert "Traceback" not in result.output, result.output
-    assert message.startswith("error:") and len(message.splitlines()) == 1, message
-    for needle in needles:
-        assert needle in message, message
 
 
 Case = Callable[[Workspace, Path], tuple[list, int, tuple[str, ...]]]
@@ -441,7 +431,7 @@ def test_hostile_input_is_refused_cleanly(
     args, code, needles = CASES[name](ws, tmp_path)
     before, before_tmp = snapshot(ws.root), snapshot(tmp_path)
     result = CliRunner().invoke(app, [str(a) for a in args])
-    assert_refused(result, code, *needles)
+    assert_one_line_error(result, *needles, code=code)
     assert not (tmp_path / "MARKER").exists(), "code from the input ran"
     assert snapshot(ws.root) == before, "a workspace file changed"
     assert snapshot(tmp_path) == before_tmp, "a file was written or changed next to the input"
@@ -481,7 +471,7 @@ def test_a_bug_is_exit_4_not_a_gate_verdict(ws: Workspace, monkeypatch: pytest.M
 
     monkeypatch.setattr(evaluate_command, "evaluate", broken)
     result = CliRunner().invoke(app, ["eval", str(ws.model), "--data", str(ws.data)])
-    assert_refused(result, INTERNAL_ERROR, "internal error", "ZeroDivisionError", "--debug")
+    assert_one_line_error(result, "internal error", "ZeroDivisionError", "--debug", code=INTERNAL_ERROR)
     debug = CliRunner().invoke(app, ["--debug", "eval", str(ws.model), "--data", str(ws.data)])
     assert debug.exit_code == INTERNAL_ERROR and "Traceback" in debug.output
 

@@ -47,7 +47,8 @@ def test_example_file_is_valid(tmp_path: Path) -> None:
     }
 
 
-def test_init_writes_once(runner: CliRunner, tmp_path: Path) -> None:
+def test_init_writes_once(runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the model path is written relative to the file's folder: here, as it is
     path = tmp_path / "audit.toml"
     assert runner.invoke(app, ["init", str(path)]).exit_code == 0
     assert path.read_text() == EXAMPLE

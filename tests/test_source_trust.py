@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from medaudit.cli import app
@@ -39,18 +40,6 @@ def invoke(runner: CliRunner, *args: str | Path):
     ]
     assert not runtime, runtime
     return result
-
-
-def assert_one_line_error(result, *needles: str) -> str:
-    """Exit 2 and exactly one line on stderr, starting with 'error:'; no traceback anywhere."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:"), lines[0]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

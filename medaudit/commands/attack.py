@@ -22,10 +22,10 @@ from medaudit.commands.common import (
     input_files,
     prepare,
     print_warnings,
-    progress_bar,
     refuse_with_shard,
     stderr_console,
 )
+from medaudit.commands.progress import progress_bar
 from medaudit.errors import ConfigError
 from medaudit.options import with_settings
 from medaudit.report import artifacts, tables
@@ -126,7 +126,7 @@ def sweep_section(
     keep = save_adv is not None or save_grid is not None
     with progress_bar(console, "attacking", run.data.n * len(config.eps) * len(config.attacks)) as advance:
         result = run_attacks(run.model, run.data, config, advance, keep_adversarial=keep)
-    with progress_bar(console, "honesty checks", 1):
+    with progress_bar(console, "honesty checks", None):
         audited = AuditedSweep(result, run_checks(run.model, run.data, result), tuple(notes))
     results = audited.to_dict()
     checks = results["checks"]

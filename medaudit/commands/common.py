@@ -12,8 +12,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -21,7 +20,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medaudit.data import AuditData, DataSpec, load_data
 from medaudit.document import document
@@ -57,6 +55,8 @@ class Settings:
     """Global options from the app callback (set once per invocation)."""
 
     debug: bool = False
+    quiet: bool = False
+    """No progress output (``medaudit.commands.progress``); tables, warnings and errors still print."""
 
 
 _settings = Settings()
@@ -65,6 +65,11 @@ _settings = Settings()
 def configure(settings: Settings) -> None:
     global _settings
     _settings = settings
+
+
+def settings() -> Settings:
+    """The global options of this invocation."""
+    return _settings
 
 
 def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -155,7 +160,9 @@ def model_path(model: ModelSettings) -> Path:
     return model.path
 
 
-def load_options(model: ModelSettings, device: Device, arch_source: str = "--arch") -> LoadOptions:
+def load_options(
+    model: ModelSettings, device: Device, arch_source: str = "--arch", arch_search: Path | None = None
+) -> LoadOptions:
     spec = InputSpec(
         channels=model.channels,
         input_size=model.input_size,
@@ -165,6 +172,7 @@ def load_options(model: ModelSettings, device: Device, arch_source: str = "--arc
     return LoadOptions(
         arch=model.arch,
         arch_source=arch_source,
+        arch_search=arch_search or Path.cwd(),  # --arch mymodels:f finds ./mymodels.py
         trust_checkpoint=model.trust_checkpoint,
         spec=spec,
         device=device.value,
@@ -261,6 +269,7 @@ def prepare(
     json_target: str | None,
     shard: str | None = None,
     arch_source: str = "--arch",
+    arch_search: Path | None = None,
 ) -> Prepared:
     """Everything an audit command does before auditing: check --json, load, bind, and
     cut out ``shard`` ('i/n') on multiples of the batch size."""
@@ -270,7 +279,7 @@ def prepare(
     check_output_target(json_target, inputs)
     for source in inputs:
         mark_read(source)
-    options = load_options(model, run.device, arch_source)
+    options = load_options(model, run.device, arch_source, arch_search)
     data_spec(None, data)  # the data options alone fail before anything is loaded
     audit_model = load_model(path, options)
     spec = data_spec(audit_model, data)
@@ -297,21 +306,6 @@ def prepare(
 def print_warnings(console: Console, warnings_: list[str]) -> None:
     for warning in warnings_:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
-
-
-@contextmanager
-def progress_bar(console: Console, description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A transient progress bar on stderr; yields an ``advance(n)`` callback."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task_id = progress.add_task(description, total=total)
-        yield lambda n: progress.advance(task_id, n)
 
 
 class Timer:

@@ -22,10 +22,10 @@ from medaudit.commands.common import (
     parse_floats,
     prepare,
     print_warnings,
-    progress_bar,
     refuse_with_shard,
     stderr_console,
 )
+from medaudit.commands.progress import progress_bar
 from medaudit.confounders.artifacts import CORNERS, apply_artifact, list_artifacts
 from medaudit.confounders.finetune import DEFAULT_FRACTIONS, FinetuneConfig, run_finetune
 from medaudit.confounders.probe import (

@@ -18,9 +18,9 @@ from medaudit.commands.common import (
     model_path,
     prepare,
     print_warnings,
-    progress_bar,
     stderr_console,
 )
+from medaudit.commands.progress import progress_bar
 from medaudit.document import document
 from medaudit.errors import ConfigError
 from medaudit.evaluate import EvalConfig, evaluate

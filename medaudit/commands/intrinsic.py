@@ -20,6 +20,7 @@ from medaudit.commands.common import (
     print_warnings,
     stderr_console,
 )
+from medaudit.commands.progress import stage_status
 from medaudit.data import load_data
 from medaudit.document import document
 from medaudit.errors import ConfigError
@@ -103,8 +104,8 @@ def intrinsic_command(
     else:
         run = prepare(model, data, run_settings, json_target=json)
         audit_data, audit_model, warnings, run_config = run.data, run.model, run.warnings, run.config
-    with console.status("starting") as status:
-        result = run_intrinsic(audit_data, audit_model, config, lambda stage: status.update(stage))
+    with stage_status(console) as update:
+        result = run_intrinsic(audit_data, audit_model, config, update)
     results = result.to_dict()
     print_warnings(console, warnings)
     console.print(tables.intrinsic_table(results, f"Intrinsic properties: {audit_data.describe()}"))

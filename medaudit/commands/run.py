@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from medaudit.attacks.checks import AuditedSweep
-from medaudit.audit_config import ARCH_SOURCE, EXAMPLE, AuditFile, read_audit_file
+from medaudit.audit_config import ARCH_SOURCE, AuditFile, example_for, read_audit_file
 from medaudit.audits.attack import AttackOptions
 from medaudit.audits.base import NoOptions
 from medaudit.audits.confounders import ProbeOptions
@@ -29,20 +29,20 @@ from medaudit.commands.common import (
     input_files,
     prepare,
     print_warnings,
-    progress_bar,
     refuse_with_shard,
     stderr_console,
 )
 from medaudit.commands.confounders import confounders_section, positive_index, probe_config
 from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_document, gate_table, write_ci
 from medaudit.commands.intrinsic import intrinsic_config
+from medaudit.commands.progress import audit_prefix, progress_bar, stage_status
 from medaudit.commands.shift import check_options as check_shift_options
 from medaudit.commands.shift import shift_config, shift_section
 from medaudit.confounders.probe import ProbeResult
 from medaudit.errors import ConfigError
 from medaudit.evaluate import EvalConfig, EvalResult, evaluate
 from medaudit.gate import load_policy
-from medaudit.gate.policy import read_toml
+from medaudit.gate.policy import policy_table
 from medaudit.intrinsic import run_intrinsic
 from medaudit.intrinsic.audit import IntrinsicResult
 from medaudit.report import ci, tables
@@ -62,8 +62,18 @@ def _enum(kind: type[Enum], value: str | None, option: str) -> Any:
 
 
 def _prepare(audit: AuditFile, shard: str | None) -> Prepared:
-    # json_target None: checked with the other outputs by run_command
-    return prepare(audit.model, audit.data, audit.run, json_target=None, shard=shard, arch_source=ARCH_SOURCE)
+    audit.check_paths()  # a missing file's error says the audit file's paths are relative to it
+    # json_target None: checked with the other outputs by run_command; [model] arch is looked up
+    # in the audit file's folder first, as --arch is in the current folder
+    return prepare(
+        audit.model,
+        audit.data,
+        audit.run,
+        json_target=None,
+        shard=shard,
+        arch_source=ARCH_SOURCE,
+        arch_search=audit.path.parent,
+    )
 
 
 def _eval(run: Prepared, options: NoOptions, batch_size: int) -> tuple[dict[str, Any], EvalResult]:
@@ -100,8 +110,8 @@ def _intrinsic(
 ) -> tuple[dict, IntrinsicResult]:
     config = intrinsic_config(options, batch_size, seed)
     console = stderr_console()
-    with console.status("intrinsic") as status:
-        result = run_intrinsic(run.data, run.model, config, lambda stage: status.update(stage))
+    with stage_status(console) as update:
+        result = run_intrinsic(run.data, run.model, config, update)
     console.print(tables.intrinsic_table(result.to_dict(), f"Intrinsic properties: {run.data.describe()}"))
     return config.to_dict(), result
 
@@ -178,8 +188,9 @@ def run_command(
     batch_size, seed = audit.run.batch_size, audit.data.seed
     states: dict[str, Any] = {}
     configs: dict[str, Any] = {}
-    for name, options in audit.audits.items():
-        configs[name], states[name] = RUNNERS[name](run, options, batch_size, seed)
+    for index, (name, options) in enumerate(audit.audits.items(), 1):
+        with audit_prefix(name, index, len(audit.audits)):
+            configs[name], states[name] = RUNNERS[name](run, options, batch_size, seed)
     sections, warnings = run_sections(states, run.warnings)
     console.print(tables.run_summary_table(sections, f"Audit summary: {run.data.describe()}"))
     doc = run.document(
@@ -192,7 +203,7 @@ def run_command(
     )
     if shard is not None:  # the gate judges the merged report (medaudit merge), not a part
         doc["gate"] = None
-        table = read_toml(gate_source)["gate"] if isinstance(gate_source, Path) else gate_source
+        table = policy_table(gate_source) if isinstance(gate_source, Path) else gate_source
         run.attach_state(doc, states, gate=table)
         emit(console, json, doc)
         return
@@ -249,5 +260,5 @@ def init_command(
     if path.exists() and not force:
         raise ConfigError(f"{path} exists: choose another name or pass --force to replace it")
     check_output_target(str(path), [], "init")
-    write_atomic(path, EXAMPLE)
+    write_atomic(path, example_for(path))  # its model path works from the file's folder
     stderr_console().print(f"example audit file written to {path}; edit it, then: medaudit run {path}")

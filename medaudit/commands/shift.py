@@ -19,10 +19,10 @@ from medaudit.commands.common import (
     input_files,
     prepare,
     print_warnings,
-    progress_bar,
     refuse_with_shard,
     stderr_console,
 )
+from medaudit.commands.progress import progress_bar
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.options import with_settings

@@ -1,6 +1,7 @@
 """Gate policies: absolute thresholds on report metrics, read from TOML.
 
-A policy is a ``[gate]`` table mapping a metric name to a rule::
+A policy maps a metric name to a rule, in a ``[gate]`` table (as in the audit file) or,
+in a policy file without one, at the top level (``"eval.auc" = ">= 0.9"`` alone is a policy)::
 
     [gate]
     "eval.auc" = ">= 0.9"
@@ -12,7 +13,7 @@ A policy is a ``[gate]`` table mapping a metric name to a rule::
 
 Operators: ``>=``, ``<=``, ``>``, ``<``, ``==`` (to 1e-9); thresholds are numbers
 or fractions. Unquoted dotted keys (``eval.auc = ">= 0.9"``, or a ``[gate.eval]``
-table) are TOML nesting and mean the same. A null or NaN value fails its rule:
+table, or ``[eval]`` in a file without ``[gate]``) are TOML nesting and mean the same. A null or NaN value fails its rule:
 a release gate never passes on a number that was not measured.
 """
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medaudit.errors import PolicyError
-from medaudit.gate.metrics import check_known, parse_number, resolve
+from medaudit.gate.metrics import check_known, known_metrics, parse_number, resolve
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -187,8 +188,50 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise PolicyError(f"policy {path} cannot be read ({exc.__class__.__name__})") from None
 
 
+def _sections() -> set[str]:
+    """The first part of every metric name (the audits): the tables a top-level policy may hold."""
+    return {name.split(".")[0] for name in known_metrics()}
+
+
+def policy_table(path: Path) -> Mapping[str, Any]:
+    """The rules of a policy file: its ``[gate]`` table, or, without one, the whole file.
+
+    PolicyError when the file mixes the two (a gate table and anything outside it) or, without
+    a gate table, holds a table that is not a section of metric names (e.g. an audit file's [model]).
+    """
+    doc = read_toml(path)
+    # no square brackets in messages: they read like rich markup to anyone quoting them
+    if "gate" in doc:
+        if not isinstance(doc["gate"], Mapping):
+            raise PolicyError(
+                f'policy {path}: gate must be a table of rules, e.g. gate = {{ "eval.auc" = ">= 0.9" }}'
+            )
+        outside = [key for key in doc if key != "gate"]
+        if outside:
+            raise PolicyError(
+                f"policy {path} mixes a gate table with keys outside it ({', '.join(outside)}): put every rule "
+                'in the gate table, or drop the gate table and write the rules at the top level ("eval.auc" = ">= 0.9")'
+            )
+        return doc["gate"]
+    sections = _sections()
+    others = [
+        key
+        for key, value in doc.items()
+        if isinstance(value, Mapping) and key not in sections and not _is_metric(key)
+    ]
+    if others:
+        raise PolicyError(
+            f"policy {path} has no gate table, and {'its table' if len(others) == 1 else 'its tables'} "
+            f"{', '.join(others)} {'holds' if len(others) == 1 else 'hold'} no rules: write the rules at the top "
+            f'level ("eval.auc" = ">= 0.9") or all in a gate table; other tables may only be metric sections '
+            f"({', '.join(sorted(sections))})"
+        )
+    return doc
+
+
 def load_policy(source: Path | str | Mapping[str, Any]) -> list[Rule]:
-    """Rules from a TOML file, a parsed TOML document with a ``gate`` table, or the gate table itself.
+    """Rules from a TOML file (``policy_table``), a parsed TOML document with a ``gate`` table,
+    or the rules themselves.
 
     Metric names are checked against the namespace here, so a typo fails before an audit runs.
     """
@@ -197,13 +240,7 @@ def load_policy(source: Path | str | Mapping[str, Any]) -> list[Rule]:
         where = "the gate table"
     else:
         path = Path(source)
-        doc = read_toml(path)
-        if not isinstance(doc.get("gate"), Mapping):
-            # no square brackets here: the CLI prints errors as rich markup, which would eat '[gate]'
-            raise PolicyError(
-                f'policy {path} has no gate table: put the rules in one, e.g. gate = {{ "eval.auc" = ">= 0.9" }}'
-            )
-        table, where = doc["gate"], f"policy {path}"
+        table, where = policy_table(path), f"policy {path}"
     entries = _flatten(table)
     if not entries:
         raise PolicyError(f'{where} has no rules: add e.g. "eval.auc" = ">= 0.9"')

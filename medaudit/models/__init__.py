@@ -36,6 +36,10 @@ class LoadOptions:
     """The user's architecture (never the card's: that one is resolved in ``load_model``)."""
     arch_source: str = "--arch"
     """How the user gave ``arch``, for messages: "--arch", or e.g. "the audit file's arch"."""
+    arch_search: Path | None = None
+    """The folder a ``package.module:factory`` in ``arch`` is imported from first (put on sys.path
+    for that import only): the current folder for ``--arch``, the audit file's folder for its arch.
+    None: sys.path alone. A card's arch never gets one (a card may only name built-ins)."""
     trust_checkpoint: bool = False
     spec: InputSpec = field(default_factory=InputSpec)
     task: Task | None = None
@@ -65,7 +69,7 @@ def choose_arch(options: LoadOptions, card: ModelCard | None) -> formats.ArchCho
             raise ConfigError(
                 f"{options.arch_source} is empty: give a built-in name or package.module:factory"
             )
-        return formats.ArchChoice(options.arch.strip(), label=options.arch_source)
+        return formats.ArchChoice(options.arch.strip(), label=options.arch_source, search=options.arch_search)
     if card is not None and card.arch:
         return formats.ArchChoice.from_card(card.arch, card.path)
     return None
@@ -88,7 +92,9 @@ def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
     twin = None
     parameters: int | None
     if fmt == "onnx":
-        graph = onnx.read_onnx(path)
+        graph, external = onnx.read_onnx_and_data(path)
+        for file in external:  # the sha256 below is the .onnx file's alone
+            notes.append(f"weights in {file.name} beside the .onnx (sha256 {sha256_file(file)})")
         card = card or onnx.card_from_metadata(graph, str(path))
         dims = onnx.input_shape(graph)
         spec = InputSpec()

@@ -44,6 +44,9 @@ class ArchChoice:
     """How the user gave it: ``--arch`` (command line), or e.g. "the audit file's arch"."""
     card: str | None = None
     """The card's path when the card chose it."""
+    search: Path | None = None
+    """Where the user's ``module:factory`` is looked for first (then sys.path): the current folder
+    for ``--arch``, the audit file's folder for its arch. Never set for a card's choice."""
 
     @classmethod
     def from_card(cls, name: str, card: str | None) -> ArchChoice:
@@ -234,7 +237,7 @@ def arch_factory(choice: ArchChoice) -> Callable[..., object]:
                 f"its code: pass --arch {choice.name} (or arch in the audit file's [model] section) "
                 "if you trust that code"
             )
-        factory = import_object(choice.name)
+        factory = import_object(choice.name, search=choice.search)
     else:
         if choice.name not in architectures:
             close = difflib.get_close_matches(choice.name, architectures.names(), n=3)

@@ -42,17 +42,57 @@ class OrtNetwork(nn.Module):
 
 
 def read_onnx(path: Path) -> Any:
+    """The ONNX model in ``path``, with any external data loaded into it."""
+    return read_onnx_and_data(path)[0]
+
+
+def read_onnx_and_data(path: Path) -> tuple[Any, list[Path]]:
+    """The ONNX model and the external data files its weights were read from (exported with
+    ``external_data=True``: ``model.onnx`` + ``model.onnx.data``, which must sit side by side)."""
     import onnx
+    from onnx.external_data_helper import (
+        ExternalDataInfo,
+        _get_all_tensors,  # what onnx.load itself walks: initializers and tensors in attributes
+        load_external_data_for_model,
+        uses_external_data,
+    )
 
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError/ValueError/OSError variants
         raise ModelLoadError(
             f"cannot read {path} as ONNX ({type(exc).__name__}): the file is corrupt or not ONNX"
         ) from None
+    folder = path.parent
+    files: dict[Path, str] = {}  # where each external data file should be -> its name in the graph
+    try:
+        for tensor in _get_all_tensors(model):
+            if uses_external_data(tensor):
+                location = ExternalDataInfo(tensor).location
+                files.setdefault(folder / location, location)
+    except Exception as exc:  # a malformed external_data entry (negative offset, ...)
+        raise ModelLoadError(
+            f"{path} has a malformed external data entry ({first_line(exc)}): export it again"
+        ) from None
+    for file, location in files.items():
+        if not file.is_file():
+            raise ModelLoadError(
+                f"{path} keeps its weights in the external data file {location}, which is missing: "
+                f"the .data file must sit beside the .onnx file (expected at {file}); copy both together, "
+                "or export with external_data=False to keep the weights inside the .onnx"
+            )
+    if files:
+        try:
+            load_external_data_for_model(model, str(folder))
+        except Exception as exc:  # truncated data file, location outside the folder, ...
+            names = ", ".join(files.values())
+            raise ModelLoadError(
+                f"cannot read the external data {names} of {path} ({first_line(exc)}): "
+                "copy or export the .onnx file and its data file again"
+            ) from None
     if len(model.graph.input) == 0 or len(model.graph.node) == 0:
         raise ModelLoadError(f"{path} has an empty ONNX graph: export the model again")
-    return model
+    return model, list(files)
 
 
 def input_shape(model: Any) -> list[int | None]:
