@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
+from rich.console import RenderableType
+
 from medaudit.audits.base import EPS, Audit, MetricInfo, SummaryRow, number
 from medaudit.options import setting
 
@@ -134,3 +136,43 @@ class AttackAudit(Audit):
                 )
             )
         return rows
+
+    def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
+        """The sweep and its honesty checks, the planner's notes, and a failed check's alarm."""
+        from rich.text import Text
+
+        from medaudit.report.tables import attack_tables, note_lines
+
+        norms = [r.get("norm") for r in worst_case(results)]
+        title = f"Robustness: {data_label}" + (f", {norms[0]}" if norms and norms[0] else "")
+        shown: list[RenderableType] = [
+            *attack_tables(results, results["checks"], title),
+            *note_lines(results),
+        ]
+        alarm = checks_alarm(results)
+        if alarm is not None:
+            shown.append(Text(f"⚠ {alarm}", style="bold red"))
+        return shown
+
+
+def failed_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The honesty checks of attack ``results`` that did not pass (anything but ``passed: true``)."""
+    checks = results.get("checks")
+    if not isinstance(checks, list):
+        return []
+    return [
+        c if isinstance(c, dict) else {}
+        for c in checks
+        if not (isinstance(c, dict) and c.get("passed") is True)
+    ]
+
+
+def checks_alarm(results: dict[str, Any]) -> str | None:
+    """One line saying which honesty checks failed, shown wherever a gate failure would be seen
+    (console, HTML header, Markdown comment, JUnit); None when every check passed."""
+    failed = failed_checks(results)
+    if not failed:
+        return None
+    names = ", ".join(str(c.get("check", "?")) for c in failed)
+    count = f"{len(failed)} honesty check{'s' if len(failed) > 1 else ''} failed"
+    return f"{count}: {names} — robust accuracy may be overstated"

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.console import RenderableType
+
 EPS = "EPS"
 """Placeholder for the eps of eps-indexed metrics (``robust_accuracy@EPS``)."""
 
@@ -92,3 +94,8 @@ class Audit:
     def summary(self, results: dict[str, Any]) -> list[SummaryRow]:
         """The headline rows of ``results``."""
         raise NotImplementedError
+
+    def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
+        """What the console shows for ``results`` (tables, then notes), ``data_label`` as in
+        ``AuditData.describe``: the same for a single run, a ``run`` and a ``medaudit merge``."""
+        return []

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from rich.console import RenderableType
+
 from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number
 from medaudit.confounders.artifacts import CORNERS
 from medaudit.confounders.probe import DEFAULT_ARTIFACTS
@@ -65,3 +67,12 @@ class ConfoundersAudit(Audit):
             SummaryRow("worst flip rate", _worst(results, "worst_flip_rate")),
             SummaryRow("worst AUC drop, reversed correlation", _worst(results, "worst_auc_drop_reversed")),
         ]
+
+    def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
+        from medaudit.report import confounder_tables as ct
+
+        if isinstance(results.get("finetune"), dict):
+            return [ct.finetune_table(results["finetune"], f"Shortcut susceptibility: {data_label}")]
+        if isinstance(results.get("subgroups"), dict):
+            return [ct.subgroup_table(results["subgroups"], f"Subgroups: {data_label}")]
+        return list(ct.confounder_tables(results, f"Confounders: {data_label}"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from rich.console import RenderableType
+
 from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number
 
 
@@ -28,3 +30,8 @@ class EvalAudit(Audit):
             SummaryRow("AUC", results.get("auc")),
             SummaryRow("n", results.get("n")),
         ]
+
+    def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
+        from medaudit.report.tables import eval_tables
+
+        return list(eval_tables(results, f"Clean metrics: {data_label}"))

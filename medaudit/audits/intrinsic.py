@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
+from rich.console import RenderableType
+
 from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number, table
 from medaudit.options import setting
 
@@ -89,3 +91,8 @@ class IntrinsicAudit(Audit):
         if isinstance(results.get("model_smoothness"), dict):
             rows.append(SummaryRow("local Lipschitz (mean)", number(results["model_smoothness"].get("mean"))))
         return rows
+
+    def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
+        from medaudit.report.tables import intrinsic_table
+
+        return [intrinsic_table(results, f"Intrinsic properties: {data_label}")]

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
+from rich.console import RenderableType
+
 from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number, table
 from medaudit.options import setting
 
@@ -101,3 +103,8 @@ class ShiftAudit(Audit):
             SummaryRow("mean AUC drop", s.get("mean_auc_drop")),
             SummaryRow("worst corruption", f"{s.get('worst_corruption')} (BE {worst})"),
         ]
+
+    def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
+        from medaudit.report.tables import note_lines, shift_tables
+
+        return [*shift_tables(results, f"Shift: {data_label}"), *note_lines(results)]

@@ -128,13 +128,8 @@ def sweep_section(
         result = run_attacks(run.model, run.data, config, advance, keep_adversarial=keep)
     with progress_bar(console, "honesty checks", None):
         audited = AuditedSweep(result, run_checks(run.model, run.data, result), tuple(notes))
-    results = audited.to_dict()
-    checks = results["checks"]
     warnings = run.warnings + audited.warnings()
-    for table in tables.attack_tables(results, checks, f"Robustness: {run.data.describe()}, {norm.value}"):
-        console.print(table)
-    for line in results["notes"]:
-        console.print(f"note: {line}", markup=False, highlight=False)
+    tables.show(console, tables.audit_tables("attack", audited.to_dict(), run.data.describe()))
     if save_adv is not None:
         artifacts.save_adversarial(save_adv, result, run.data)
         console.print(f"adversarial examples written to {save_adv}", markup=False, highlight=False)
@@ -169,8 +164,7 @@ def _margin(run: Prepared, config: MarginConfig) -> tuple[str, dict[str, Any], M
         raise ConfigError("--margin needs gradients and this model is black-box only")
     with progress_bar(console, "bisecting", run.data.n) as advance:
         result = minimal_perturbation(run.model, run.data, config, advance)
-    results = result.to_dict()
-    console.print(tables.margin_table(results, f"Minimal perturbation: {run.data.describe()}, {config.norm}"))
+    tables.show(console, tables.audit_tables("attack-margin", result.to_dict(), run.data.describe()))
     config_record = {
         "margin": {
             k: getattr(config, k) for k in ("attack", "norm", "eps_max", "tolerance", "steps", "restarts")

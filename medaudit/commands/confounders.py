@@ -40,10 +40,10 @@ from medaudit.data import AuditData, load_data
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_logits
 from medaudit.options import with_settings
+from medaudit.report import tables
 from medaudit.report.atomic import mark_read
 from medaudit.report.confounder_tables import (
     artifact_list_table,
-    confounder_tables,
     finetune_table,
     subgroup_table,
 )
@@ -242,8 +242,7 @@ def confounders_section(run: Prepared, config: ProbeConfig) -> tuple[ProbeResult
     with progress_bar(console, "adding artifacts and predicting", run.data.n * len(config.cells)) as advance:
         result = run_probe(run.model, run.data, config, advance)
     results = result.to_dict()
-    for table in confounder_tables(results, f"Confounders: {run.data.describe()}"):
-        console.print(table)
+    tables.show(console, tables.audit_tables("confounders", results, run.data.describe()))
     return result, results
 
 

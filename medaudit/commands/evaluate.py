@@ -47,8 +47,7 @@ def eval_command(
     with progress_bar(console, "evaluating", run.data.n) as advance:
         result = evaluate(run.model, run.data, config, advance)
     results = result.to_dict()
-    for table in tables.eval_tables(results, f"Clean metrics: {run.data.describe()}"):
-        console.print(table)
+    tables.show(console, tables.audit_tables("eval", results, run.data.describe()))
     print_warnings(console, run.warnings)
     doc = run.document(
         "eval",

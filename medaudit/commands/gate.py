@@ -66,11 +66,17 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[Path]) -> None:
 
 
 def write_ci(
-    junit: str | None, markdown: str | None, cases: Sequence[Verdict | Row], suite: str, text: str
+    junit: str | None,
+    markdown: str | None,
+    cases: Sequence[Verdict | Row],
+    suite: str,
+    text: str,
+    checks: Sequence[ci.Case] = (),
 ) -> None:
+    """JUnit XML (the gate's cases, then the report's honesty ``checks`` in their own suite) and Markdown."""
     console = stderr_console()
     if junit is not None:
-        ci.write_junit(junit, cases, suite)
+        ci.write_junit(junit, cases, suite, checks)
         if junit != "-":
             console.print(f"JUnit XML written to {junit}", markup=False, highlight=False)
     if markdown is not None:
@@ -83,7 +89,11 @@ def gate_command(
     report: ReportArg,
     policy: Annotated[
         Path,
-        typer.Option("--policy", help="TOML file with a [gate] table of rules.", show_default=False),
+        typer.Option(
+            "--policy",
+            help="TOML file of gate rules: a \\[gate] table, or the rules at the top level.",
+            show_default=False,
+        ),
     ],
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
@@ -106,7 +116,14 @@ def gate_command(
         )
     else:
         console.print(f"[bold green]gate passed[/]: {len(verdicts)} rules", highlight=False)
-    write_ci(junit, markdown, verdicts, f"medaudit gate {policy.name}", ci.markdown_summary(doc, verdicts))
+    write_ci(
+        junit,
+        markdown,
+        verdicts,
+        f"medaudit gate {policy.name}",
+        ci.markdown_summary(doc, verdicts),
+        ci.check_cases(doc),
+    )
     out = document(
         "gate",
         {"report": str(report), "policy": str(policy), "rules": [r.to_dict() for r in rules]},

@@ -7,15 +7,24 @@ from pathlib import Path
 from typing import Annotated, Any, TypeGuard
 
 import typer
+from rich.console import Console
 
 from medaudit import __version__
-from medaudit.commands.common import JsonOpt, Timer, check_output_target, emit, stderr_console
+from medaudit.commands.common import (
+    JsonOpt,
+    Timer,
+    check_output_target,
+    emit,
+    print_warnings,
+    stderr_console,
+)
 from medaudit.commands.gate import gate_document, gate_table
 from medaudit.commands.run import run_sections
 from medaudit.document import document
 from medaudit.errors import ConfigError, what_raised
 from medaudit.gate.metrics import load_report
 from medaudit.gate.policy import Verdict
+from medaudit.report import tables
 from medaudit.sharding import audit_identity, concat, decode, digests, samples
 
 PLACES = ("index", "count", "start", "stop", "total")
@@ -88,6 +97,21 @@ def merge_documents(parts: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, 
             verdicts, _ = gate_document(merged, state["gate"])
             merged["gate"] = [v.to_dict() for v in verdicts]
     return merged, verdicts
+
+
+def show_merged(console: Console, merged: dict[str, Any], verdicts: list[Verdict]) -> None:
+    """The merged report's tables, as the single run prints them: each audit's tables, for a
+    ``run`` its summary and gate, and the report's warnings (a failed honesty check among them)."""
+    label = tables.data_label(merged["data"])
+    if merged["command"] == "run":
+        for name, results in merged["results"].items():
+            tables.show(console, tables.audit_tables(name, results, label))
+        console.print(tables.run_summary_table(merged["results"], f"Audit summary: {label}"))
+    else:
+        tables.show(console, tables.audit_tables(merged["command"], merged["results"], label))
+    print_warnings(console, merged["warnings"])
+    if merged["command"] == "run" and merged["gate"] is not None:
+        console.print(gate_table(verdicts))
 
 
 def check_part(name: str, doc: dict[str, Any]) -> None:
@@ -204,8 +228,7 @@ def merge_command(
         markup=False,
         highlight=False,
     )
-    if verdicts:
-        console.print(gate_table(verdicts))
+    show_merged(console, merged, verdicts)
     emit(console, "-" if json is None else json, merged)
     if not all(v.passed for v in verdicts):
         raise typer.Exit(1)

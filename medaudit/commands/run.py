@@ -80,8 +80,7 @@ def _eval(run: Prepared, options: NoOptions, batch_size: int) -> tuple[dict[str,
     console = stderr_console()
     with progress_bar(console, "evaluating", run.data.n) as advance:
         result = evaluate(run.model, run.data, EvalConfig(batch_size=batch_size), advance)
-    for table in tables.eval_tables(result.to_dict(), f"Clean metrics: {run.data.describe()}"):
-        console.print(table)
+    tables.show(console, tables.audit_tables("eval", result.to_dict(), run.data.describe()))
     return {}, result
 
 
@@ -112,7 +111,7 @@ def _intrinsic(
     console = stderr_console()
     with stage_status(console) as update:
         result = run_intrinsic(run.data, run.model, config, update)
-    console.print(tables.intrinsic_table(result.to_dict(), f"Intrinsic properties: {run.data.describe()}"))
+    tables.show(console, tables.audit_tables("intrinsic", result.to_dict(), run.data.describe()))
     return config.to_dict(), result
 
 
@@ -152,7 +151,7 @@ def run_command(
     policy: Annotated[
         Path | None,
         typer.Option(
-            "--policy", help="Gate rules from this TOML file instead of the audit file's [gate] table."
+            "--policy", help="Gate rules from this TOML file instead of the audit file's \\[gate] table."
         ),
     ] = None,
     html: Annotated[
@@ -215,7 +214,14 @@ def run_command(
     if html is not None:
         write_html(html, doc, _example_images(run, sections, configs))
         console.print(f"HTML report written to {html}", markup=False, highlight=False)
-    write_ci(junit, markdown, verdicts, f"medaudit run {audit_file.name}", ci.markdown_summary(doc, verdicts))
+    write_ci(
+        junit,
+        markdown,
+        verdicts,
+        f"medaudit run {audit_file.name}",
+        ci.markdown_summary(doc, verdicts),
+        ci.check_cases(doc),
+    )
     if code:
         raise typer.Exit(code)
 

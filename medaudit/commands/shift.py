@@ -156,10 +156,7 @@ def shift_section(run: Prepared, config: ShiftConfig) -> tuple[ShiftResult, dict
     with progress_bar(console, "corrupting and predicting", run.data.n * cells) as advance:
         result = run_shift(run.model, run.data, config, advance)
     results = result.to_dict()
-    for table in tables.shift_tables(results, f"Shift: {run.data.describe()}"):
-        console.print(table)
-    for line in results["notes"]:
-        console.print(f"note: {line}", markup=False, highlight=False)
+    tables.show(console, tables.audit_tables("shift", results, run.data.describe()))
     return result, results
 
 

@@ -13,7 +13,7 @@ from medaudit.data.medmnist import sha256_file
 from medaudit.errors import ConfigError
 from medaudit.models import formats, onnx
 from medaudit.models.bind import bind_model
-from medaudit.models.card import InputSpec, ModelCard, read_card
+from medaudit.models.card import ASSUMED_UNIT_INPUT, InputSpec, ModelCard, read_card
 from medaudit.models.wrapper import AuditModel, ModelInfo
 from medaudit.task import Task
 
@@ -128,6 +128,8 @@ def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
             loaded.network = formats.FixedBatch(loaded.network, loaded.fixed_batch)
     card = card or ModelCard()
     spec = loaded.spec.overridden_by(card.spec).overridden_by(options.spec)
+    if spec.mean is None and spec.std is None:
+        notes.append(ASSUMED_UNIT_INPUT)
     info = ModelInfo(
         path=str(path),
         format=loaded.format,

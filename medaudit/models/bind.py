@@ -7,13 +7,16 @@ left open (task, class names, whether outputs are probabilities).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
 from medaudit.data import AuditData
-from medaudit.errors import ModelLoadError, ModelRuntimeError, ShapeMismatch, first_line
+from medaudit.errors import MedauditError, ModelLoadError, ModelRuntimeError, ShapeMismatch, first_line
+from medaudit.models.card import ASSUMED_UNIT_INPUT
 from medaudit.models.onnx import TWIN_TOLERANCE
-from medaudit.models.wrapper import AuditModel
+from medaudit.models.wrapper import AuditModel, Preprocess
 from medaudit.task import Task
 
 PROBE_SIZE = 64
@@ -28,6 +31,13 @@ SIGMOID_MIN_ROWS = 8
 SIGMOID_MIN_SPREAD = 0.5
 """... and only when they spread over at least this much of [0, 1] (max - min)."""
 CLASS_NAMES_SHOWN = 5
+NORMALISATION_MARGIN = 0.15
+"""A common normalisation is suggested only when its balanced accuracy on the probe images beats
+both the [0, 1] input's and chance by this much."""
+NORMALISATION_MIN_IMAGES = 32
+"""... and only on at least this many labelled probe images (fewer make the accuracies noise)."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def probe(model: AuditModel, x: torch.Tensor) -> torch.Tensor:
@@ -232,10 +242,91 @@ def bind_model(model: AuditModel, data: AuditData) -> list[str]:
         names = list(data.class_names[:outputs])
         names += [str(i) for i in range(len(names), outputs)]
         model.class_names = tuple(names)
+    if model.spec.mean is None and model.spec.std is None:  # load_model noted the [0,1] assumption
+        warnings.extend(_suggest_normalisation(model, data, x, raw))
     if model.is_onnx and model.twin is not None:
         warnings.extend(_verify_twin(model, model.twin, x))
     model.warnings = warnings
     return warnings
+
+
+def _flag(values: tuple[float, ...]) -> str:
+    """As --mean/--std take them: numbers separated by commas."""
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _candidate_normalisations(
+    model: AuditModel, data: AuditData, x: torch.Tensor
+) -> list[tuple[tuple[float, ...], tuple[float, ...]]]:
+    """(mean, std) pairs worth trying: 0.5/0.5, ImageNet's for 3-channel inputs, and the probe
+    images' own per-channel statistics (what a MedMNIST-style ``Normalize`` computed from the
+    training set comes close to), rounded as they would be typed."""
+    candidates: list[tuple[tuple[float, ...], tuple[float, ...]]] = [((0.5,), (0.5,))]
+    if model.spec.channels == 3 or data.channels == 3:
+        candidates.append((IMAGENET_MEAN, IMAGENET_STD))
+    own_mean = x.mean(dim=(0, 2, 3))
+    own_std = x.std(dim=(0, 2, 3))
+    channels = model.spec.channels
+    if channels is not None and channels != len(own_mean):
+        own_mean, own_std = own_mean.mean().view(1), own_std.mean().view(1)
+    if bool((own_std > 1e-3).all()):
+        mean = tuple(round(float(v), 3) for v in own_mean)
+        std = tuple(round(float(v), 3) for v in own_std)
+        if len(set(mean)) == 1 and len(set(std)) == 1:
+            mean, std = mean[:1], std[:1]
+        if (mean, std) not in candidates:
+            candidates.append((mean, std))
+    return candidates
+
+
+def _balanced_accuracy(model: AuditModel, raw: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Mean recall over the classes present in ``labels`` (chance is 1 / their count whatever the
+    class balance); None when the outputs cannot be scored."""
+    logits = model.adapt(raw.float().cpu())
+    if logits.shape[0] != len(labels) or not torch.isfinite(logits).all():
+        return None
+    hits = logits.argmax(dim=1) == labels
+    return float(torch.stack([hits[labels == c].float().mean() for c in labels.unique()]).mean())
+
+
+def _suggest_normalisation(
+    model: AuditModel, data: AuditData, x: torch.Tensor, raw: torch.Tensor
+) -> list[str]:
+    """Warn when no mean/std is known and a common one makes the model far more accurate.
+
+    Balanced accuracy on the probe images, as given and under each candidate
+    (``_candidate_normalisations``, one forward pass each); the best must beat both the given
+    input's and chance (1 / the classes present) by ``NORMALISATION_MARGIN``, so an untrained or
+    poor model, which any input shift merely reshuffles, is not flagged. Only single-label data
+    with at least ``NORMALISATION_MIN_IMAGES`` probe images and two classes is checked. The audit
+    itself is unchanged: this only names the flags that would fit a model trained on normalised inputs.
+    """
+    labels = data.labels[probe_indices(data.n)]
+    if not data.task.single_label or len(x) < NORMALISATION_MIN_IMAGES or len(labels.unique()) < 2:
+        return []
+    given = _balanced_accuracy(model, raw, labels)
+    if given is None:
+        return []
+    floor = max(given, 1 / len(labels.unique())) + NORMALISATION_MARGIN
+    best: tuple[float, tuple[float, ...], tuple[float, ...]] | None = None
+    for mean, std in _candidate_normalisations(model, data, x):
+        try:
+            preprocess = Preprocess(replace(model.spec, mean=mean, std=std)).to(model.device)
+            with torch.inference_mode():
+                out = model.run_network(model.network, preprocess(x.to(model.device)))
+            score = _balanced_accuracy(model, out, labels)
+        except (MedauditError, RuntimeError, ValueError):
+            continue  # a candidate the model cannot take is no suggestion
+        if score is not None and (best is None or score > best[0]):
+            best = (score, mean, std)
+    if best is None or best[0] < floor:
+        return []
+    score, mean, std = best
+    return [
+        f"{ASSUMED_UNIT_INPUT}, but with --mean {_flag(mean)} --std {_flag(std)} the model gets "
+        f"{score:.2f} balanced accuracy on {len(x)} probe images against {given:.2f} as given: pass "
+        "those flags (or put preprocessing in the model card) if it was trained on normalised inputs"
+    ]
 
 
 def _verify_twin(model: AuditModel, twin: nn.Module, x: torch.Tensor) -> list[str]:

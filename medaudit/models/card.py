@@ -21,6 +21,12 @@ from typing import Any
 from medaudit.errors import ConfigError, ModelLoadError, first_line
 from medaudit.task import Task
 
+ASSUMED_UNIT_INPUT = (
+    "no normalisation is known (no --mean/--std, card or ONNX metadata): "
+    "medaudit assumes the model takes [0,1] pixels"
+)
+"""The note ``load_model`` records when neither flags, card nor ONNX metadata give mean/std."""
+
 
 @dataclass(frozen=True)
 class InputSpec:

@@ -253,6 +253,42 @@ def arch_factory(choice: ArchChoice) -> Callable[..., object]:
     return factory
 
 
+def _key_differences(network: nn.Module, state: dict[str, torch.Tensor]) -> int:
+    """Missing + unexpected + shape-mismatched keys of ``state`` against ``network``'s."""
+    own = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in state.items()}
+    shared = own.keys() & theirs.keys()
+    return len(own.keys() - shared) + len(theirs.keys() - shared) + sum(own[k] != theirs[k] for k in shared)
+
+
+def closest_builtin(state: dict[str, torch.Tensor], hints: dict[str, int]) -> tuple[str, int] | None:
+    """The built-in architecture whose state_dict differs least from ``state`` (built on the meta
+    device with the checkpoint's in_channels/num_classes, so no weights are allocated), and by
+    how many keys; None when nothing could be built."""
+    best: tuple[str, int] | None = None
+    for name in architectures.names():
+        try:
+            with torch.device("meta"):
+                network = architectures.get(name)(**hints)
+            differences = _key_differences(network, state)
+        except Exception:  # a built-in that cannot take these shapes is simply not close
+            continue
+        if best is None or differences < best[1]:
+            best = (name, differences)
+    return best
+
+
+def _closest_hint(choice: ArchChoice, state: dict[str, torch.Tensor], hints: dict[str, int]) -> str:
+    """'; closest built-in: NAME (fits exactly)' for the error, or '' when no other built-in is
+    near (more than a quarter of the checkpoint's keys differ)."""
+    closest = closest_builtin(state, hints)
+    if closest is None or closest[0] == choice.name or closest[1] > len(state) // 4:
+        return ""
+    name, differences = closest
+    fit = "fits exactly" if differences == 0 else f"{differences} key{'s' if differences != 1 else ''} differ"
+    return f"; closest built-in: {name} ({fit})"
+
+
 def build_arch(choice: ArchChoice | str, state: dict[str, torch.Tensor]) -> nn.Module:
     """Call a built-in or user factory with the kwargs it accepts, then load weights."""
     if isinstance(choice, str):
@@ -283,7 +319,8 @@ def build_arch(choice: ArchChoice | str, state: dict[str, torch.Tensor]) -> nn.M
         first = str(exc).strip().splitlines()
         detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
         raise ModelLoadError(
-            f"the checkpoint does not fit {what} ({detail[:160]}): choose the architecture it was trained with"
+            f"the checkpoint does not fit {what} ({detail[:160]}): choose the architecture it was trained "
+            f"with{_closest_hint(choice, state, hints)}"
         ) from None
     problems = []
     if result.missing_keys:
@@ -292,7 +329,8 @@ def build_arch(choice: ArchChoice | str, state: dict[str, torch.Tensor]) -> nn.M
         problems.append(f"unexpected {', '.join(result.unexpected_keys[:3])}")
     if problems:
         raise ModelLoadError(
-            f"the checkpoint does not fit {what} ({'; '.join(problems)}): choose the architecture it was trained with"
+            f"the checkpoint does not fit {what} ({'; '.join(problems)}): choose the architecture it was "
+            f"trained with{_closest_hint(choice, state, hints)}"
         )
     return network
 

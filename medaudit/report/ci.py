@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from rich.table import Table
 
 from medaudit.audits import audits
+from medaudit.audits.attack import checks_alarm
 from medaudit.document import sections
 from medaudit.gate.compare import Row
 from medaudit.gate.policy import OPS, Verdict
@@ -38,41 +40,79 @@ class Case(Protocol):
     def message(self) -> str: ...
 
 
-def junit_xml(cases: Sequence[Case], suite_name: str) -> str:
-    """A JUnit XML document: one testcase per case, <failure> for failed, <skipped> for not gated.
+@dataclass(frozen=True)
+class CheckCase:
+    """An attack honesty check as a JUnit case (its own suite: it never changes the gate's verdict)."""
 
-    Names and messages can carry text from the user's files (a policy's file name, a report's
-    values): characters XML 1.0 cannot hold are written as escapes, so the file always parses.
-    """
-    failures = sum(1 for c in cases if c.passed is False)
-    skipped = sum(1 for c in cases if c.passed is None)
-    suite_name = xml_text(suite_name)
-    root = ET.Element("testsuites", name=suite_name, tests=str(len(cases)), failures=str(failures))
+    name: str
+    passed: bool | None
+    message: str
+
+
+CHECKS_SUITE = "medaudit honesty checks"
+
+
+def check_cases(doc_or_docs: dict[str, Any] | Sequence[dict[str, Any]]) -> list[CheckCase]:
+    """Every attack honesty check of the report(s), passed or not (``results.checks``)."""
+    docs = [doc_or_docs] if isinstance(doc_or_docs, dict) else list(doc_or_docs)
+    cases = []
+    for doc in docs:
+        attack = sections(doc).get("attack")
+        checks = attack.get("checks") if isinstance(attack, dict) else None
+        for check in checks if isinstance(checks, list) else []:
+            check = check if isinstance(check, dict) else {}
+            detail = str(check.get("detail", ""))
+            passed = check.get("passed") is True
+            message = detail if passed else f"{detail} — robust accuracy may be overstated"
+            cases.append(CheckCase(str(check.get("check", "?")), passed, message))
+    return cases
+
+
+def _suite(root: ET.Element, cases: Sequence[Case], suite_name: str, failure_type: str) -> None:
     suite = ET.SubElement(
         root,
         "testsuite",
         name=suite_name,
         tests=str(len(cases)),
-        failures=str(failures),
+        failures=str(sum(1 for c in cases if c.passed is False)),
         errors="0",
-        skipped=str(skipped),
+        skipped=str(sum(1 for c in cases if c.passed is None)),
     )
     for case in cases:
         message = xml_text(case.message)
         element = ET.SubElement(suite, "testcase", classname=suite_name, name=xml_text(case.name))
         if case.passed is False:
-            failure = ET.SubElement(element, "failure", message=message, type="GateFailure")
+            failure = ET.SubElement(element, "failure", message=message, type=failure_type)
             failure.text = message
         elif case.passed is None:
             ET.SubElement(element, "skipped", message=message or "not gated")
         else:
             ET.SubElement(element, "system-out").text = message
+
+
+def junit_xml(cases: Sequence[Case], suite_name: str, checks: Sequence[Case] = ()) -> str:
+    """A JUnit XML document: one testcase per case, <failure> for failed, <skipped> for not gated;
+    the report's honesty ``checks`` (``check_cases``), if any, in a second suite, failed ones as
+    <failure type="HonestyCheckFailure">.
+
+    Names and messages can carry text from the user's files (a policy's file name, a report's
+    values): characters XML 1.0 cannot hold are written as escapes, so the file always parses.
+    """
+    every = [*cases, *checks]
+    failures = sum(1 for c in every if c.passed is False)
+    suite_name = xml_text(suite_name)
+    root = ET.Element("testsuites", name=suite_name, tests=str(len(every)), failures=str(failures))
+    _suite(root, cases, suite_name, "GateFailure")
+    if checks:
+        _suite(root, checks, CHECKS_SUITE, "HonestyCheckFailure")
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def write_junit(path: str | Path, verdicts: Sequence[Case], suite_name: str = "medaudit gate") -> None:
-    write_atomic(path, junit_xml(verdicts, suite_name))
+def write_junit(
+    path: str | Path, verdicts: Sequence[Case], suite_name: str = "medaudit gate", checks: Sequence[Case] = ()
+) -> None:
+    write_atomic(path, junit_xml(verdicts, suite_name, checks))
 
 
 # ---- formatting ----
@@ -128,6 +168,8 @@ def markdown_summary(
     failed = [v for v in verdicts if v.passed is False]
     status = "✅ passed" if not failed else f"❌ failed ({len(failed)} of {len(verdicts)} rules)"
     lines = [f"### medaudit gate: {status}", ""]
+    alarms = [alarm for doc in docs if (alarm := checks_alarm(sections(doc).get("attack") or {}))]
+    lines += [f"> ⚠️ {md_text(alarm)}" for alarm in alarms] + ([""] if alarms else [])
     for doc in docs:
         lines += [
             f"- {_model_line(doc)}",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from medaudit.audits import audits
+from medaudit.audits.attack import checks_alarm
 from medaudit.report import figures
 from medaudit.report.atomic import write_atomic
 from medaudit.report.escaping import printable
@@ -56,6 +57,8 @@ tr.sub td { color: var(--muted); }
            letter-spacing: .05em; }
 .meta th { width: 11rem; }
 .caption, .muted { color: var(--muted); font-size: .85rem; }
+.alarm { color: var(--bad); font-weight: 600; }
+.warn { color: var(--bad); background: var(--bad-bg); border: 2px solid var(--bad); }
 .warnings { background: #fff8c5; border: 1px solid #d4a72c; padding: .5rem 1rem; border-radius: .4rem; }
 figure { margin: .8rem 0 1.2rem; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); image-rendering: auto; }
@@ -186,7 +189,21 @@ def _data_description(data: dict[str, Any] | None) -> str:
     return text
 
 
-def _header(doc: dict[str, Any], gate: list[dict[str, Any]] | None) -> str:
+def _alarms(sections: dict[str, Any]) -> str:
+    """Failed honesty checks, shown under the verdict: a PASS must not hide them in a table."""
+    out = []
+    for name, res in sections.items():
+        alarm = checks_alarm(res) if name == "attack" and isinstance(res, dict) else None
+        if alarm is not None:
+            out.append(
+                f'<p class="alarm" id="honesty-alarm"><span class="verdict warn">⚠ CHECK FAILED</span> {_e(alarm)}</p>'
+            )
+    return "".join(out)
+
+
+def _header(
+    doc: dict[str, Any], gate: list[dict[str, Any]] | None, sections: dict[str, Any] | None = None
+) -> str:
     model = doc.get("model") or {}
     versions = doc.get("versions") or {}
     sha = model.get("sha256")
@@ -213,7 +230,8 @@ def _header(doc: dict[str, Any], gate: list[dict[str, Any]] | None) -> str:
         ok = all(v.get("passed") for v in gate)
         badge = f'<p><span class="verdict {"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span></p>'
     title = f"medaudit report: {doc.get('command', '?')}"
-    return f'<header><h1>{_e(title)}</h1>{badge}<table class="meta">{body}</table></header>'
+    alarms = _alarms(sections or {})
+    return f'<header><h1>{_e(title)}</h1>{badge}{alarms}<table class="meta">{body}</table></header>'
 
 
 def _summary(sections: dict[str, Any]) -> str:
@@ -583,7 +601,7 @@ def render_html(doc: dict[str, Any], images: dict[str, bytes] | None = None) -> 
     sections = _sections(doc)
     gate = _gate(doc)
     data_label = _short_data_label(doc.get("data"))
-    body = [_header(doc, gate), _summary(sections)]
+    body = [_header(doc, gate, sections), _summary(sections)]
     if gate is not None:
         body.append(_gate_section(gate))
     body += [_section(name, res, data_label) for name, res in sections.items()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -287,3 +288,32 @@ def run_summary_table(sections: dict[str, dict[str, Any]], title: str) -> Table:
         table.add_row(audit if audit != previous else "", _t(metric), _t(value))
         previous = audit
     return table
+
+
+def note_lines(results: dict[str, Any]) -> list[Text]:
+    """A result's notes, one ``note: ...`` line each (plain text, never markup)."""
+    notes = results.get("notes")
+    return [Text(f"note: {line}") for line in notes] if isinstance(notes, list) else []
+
+
+def data_label(data: dict[str, Any] | None) -> str:
+    """A report's data as ``AuditData.describe`` names it, e.g. 'pneumoniamnist (28 px, test)'."""
+    data = data or {}
+    if data.get("source") == "medmnist":
+        return f"{data.get('name')} ({data.get('size')} px, {data.get('split')})"
+    return str(data.get("path", "data"))
+
+
+def audit_tables(name: str, results: dict[str, Any], label: str) -> list[RenderableType]:
+    """What the console shows for one audit's results (``Audit.tables``); ``attack-margin`` is
+    the margin table. The same for the command, ``run`` and ``merge``."""
+    if name == "attack-margin":
+        norm = results.get("norm")
+        return [margin_table(results, f"Minimal perturbation: {label}" + (f", {norm}" if norm else ""))]
+    return audits.get(name).tables(results, label) if name in audits else []
+
+
+def show(console: Console, renderables: list[RenderableType]) -> None:
+    """Print what ``audit_tables`` returned (its text lines are ``Text``: never parsed as markup)."""
+    for item in renderables:
+        console.print(item)

@@ -1,9 +1,11 @@
-"""ResNet-18/50 as the MedMNIST v2 benchmark uses them, with matching state_dict keys.
+"""ResNet-18/50 as the MedMNIST v2 benchmark and torchvision users build them, with matching state_dict keys.
 
 * ``*_28``: the CIFAR-style variant of MedMNIST's ``experiments/MedMNIST2D/models.py``
   (3x3 stem, no max-pool, ``shortcut`` and ``linear`` names).
 * ``*_224``: torchvision's layout (7x7 stride-2 stem, max-pool, ``downsample``
   and ``fc`` names), so torchvision and MedMNIST 224 checkpoints load as they are.
+* ``*_tv28``: torchvision's layout with the usual small-image recipe,
+  ``model.conv1 = nn.Conv2d(in_ch, 64, 3, 1, 1, bias=False)`` and ``model.maxpool = nn.Identity()``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    """``small_input`` picks the 28 px stem and naming; otherwise the 224 px one."""
+    """``small_input`` picks the 28 px stem (3x3, no max-pool); otherwise the 224 px one.
+    ``torchvision_names`` (default: not ``small_input``) picks ``downsample``/``fc`` over
+    ``shortcut``/``linear``."""
 
     # set with setattr in __init__ (the names are the checkpoints' state_dict keys)
     layer1: nn.Sequential
@@ -82,9 +86,12 @@ class ResNet(nn.Module):
         in_channels: int,
         num_classes: int,
         small_input: bool,
+        torchvision_names: bool | None = None,
     ) -> None:
         super().__init__()
-        skip_name = "shortcut" if small_input else "downsample"
+        if torchvision_names is None:
+            torchvision_names = not small_input
+        skip_name = "downsample" if torchvision_names else "shortcut"
         if small_input:
             self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
             stem_pool: nn.Module = nn.Identity()
@@ -103,7 +110,7 @@ class ResNet(nn.Module):
                 in_planes = planes * block.expansion
             setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.head_name = "linear" if small_input else "fc"
+        self.head_name = "fc" if torchvision_names else "linear"
         setattr(self, self.head_name, nn.Linear(in_planes, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,3 +137,17 @@ def resnet18_224(in_channels: int = 3, num_classes: int = 2) -> ResNet:
 def resnet50_224(in_channels: int = 3, num_classes: int = 2) -> ResNet:
     """ResNet-50 for 224 px inputs (torchvision layout)."""
     return ResNet(Bottleneck, (3, 4, 6, 3), in_channels, num_classes, small_input=False)
+
+
+def resnet18_tv28(in_channels: int = 3, num_classes: int = 2) -> ResNet:
+    """torchvision ResNet-18 adapted to 28 px: 3x3 stride-1 conv1, maxpool = Identity."""
+    return ResNet(
+        BasicBlock, (2, 2, 2, 2), in_channels, num_classes, small_input=True, torchvision_names=True
+    )
+
+
+def resnet50_tv28(in_channels: int = 3, num_classes: int = 2) -> ResNet:
+    """torchvision ResNet-50 adapted to 28 px: 3x3 stride-1 conv1, maxpool = Identity."""
+    return ResNet(
+        Bottleneck, (3, 4, 6, 3), in_channels, num_classes, small_input=True, torchvision_names=True
+    )
