@@ -144,7 +144,7 @@ def with_settings(**groups: type) -> Callable[[Callable[..., Any]], Callable[...
         arguments = [p for p in shared if p.default is inspect.Parameter.empty]
         options = [p for p in shared if p.default is not inspect.Parameter.empty]
         own_args = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-        command.__signature__ = inspect.Signature(arguments + own_args + options)  # type: ignore[attr-defined]
+        command.__signature__ = inspect.Signature(arguments + options + own_args)  # type: ignore[attr-defined]
         command.__name__, command.__doc__ = func.__name__, func.__doc__
         command.__wrapped_settings__ = groups  # type: ignore[attr-defined]
         return command

@@ -32,7 +32,7 @@ from medaudit.report import artifacts, tables
 from medaudit.settings import DataSettings, ModelSettings, RunSettings
 
 
-@with_settings(model=ModelSettings, data=DataSettings, run_settings=RunSettings, options=AttackOptions)
+@with_settings(options=AttackOptions, model=ModelSettings, data=DataSettings, run_settings=RunSettings)
 def attack_command(
     model: ModelSettings,
     data: DataSettings,

@@ -73,7 +73,7 @@ def positive_index(data: AuditData, value: str | None) -> int | None:
         ) from None
 
 
-@with_settings(model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings, options=ProbeOptions)
+@with_settings(options=ProbeOptions, model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings)
 def confounders_command(
     model: OptionalModelSettings,
     data: DataSettings,

@@ -71,7 +71,7 @@ class IntrinsicData(DataSettings):
     )
 
 
-@with_settings(model=IntrinsicModel, data=IntrinsicData, run_settings=RunSettings, options=IntrinsicOptions)
+@with_settings(options=IntrinsicOptions, model=IntrinsicModel, data=IntrinsicData, run_settings=RunSettings)
 def intrinsic_command(
     model: IntrinsicModel,
     data: IntrinsicData,

@@ -62,7 +62,7 @@ def check_options(options: ShiftOptions, data: Path | None) -> tuple[int, ...]:
     return parse_severities(options.severities)
 
 
-@with_settings(model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings, options=ShiftOptions)
+@with_settings(options=ShiftOptions, model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings)
 def shift_command(
     model: OptionalModelSettings,
     data: DataSettings,
