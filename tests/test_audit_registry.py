@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import html
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -154,3 +156,12 @@ def test_the_audit_file_keys_in_the_docs_are_the_declared_ones() -> None:
     for section, cls in declared.items():
         keys = file_keys(cls)
         assert listed[section][: len(keys)] == keys, section
+
+
+def test_the_gate_reads_reports_without_importing_torch() -> None:
+    """`medaudit gate`/`compare` judge JSON: the audits' declarations must stay light to import."""
+    code = "import sys, medaudit.gate, medaudit.audits; sys.exit('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=False
+    )
+    assert result.returncode == 0

@@ -9,8 +9,6 @@ from typing import Any, ClassVar
 from rich.console import RenderableType
 
 from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number
-from medaudit.confounders.artifacts import CORNERS
-from medaudit.confounders.probe import DEFAULT_ARTIFACTS
 from medaudit.options import setting
 
 PANEL = "Confounders"
@@ -22,13 +20,16 @@ class ProbeOptions:
 
     artifacts: str | None = setting(
         None,
-        f"Comma list of artifacts (default: {','.join(DEFAULT_ARTIFACTS)}); see --list.",
+        "Comma list of artifacts (default: every artifact but stamp); see --list.",
         panel=PANEL,
         listed=True,
     )
     strengths: str = setting("0.25,0.5,1", "Strengths in (0, 1], comma separated.", panel=PANEL, listed=True)
-    positions: str = setting(
-        ",".join(CORNERS), "Positions probed for tag, patch and stamp.", panel=PANEL, listed=True
+    positions: str | None = setting(
+        None,
+        "Positions probed for tag, patch and stamp (default: the four corners and the centre).",
+        panel=PANEL,
+        listed=True,
     )
     positive_class: str | None = setting(
         None,

@@ -181,8 +181,6 @@ def load_options(
 
 def data_spec(model: AuditModel | None, data: DataSettings) -> DataSpec:
     """The user's data options; without any, the dataset the model card names."""
-    if data.seed < 0:
-        raise ConfigError(f"--seed must be 0 or more, got {data.seed}")
     dataset, size = data.dataset, data.size
     if dataset is None and data.data is None and model is not None and model.info.dataset:
         dataset = model.info.dataset

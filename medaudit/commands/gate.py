@@ -16,7 +16,7 @@ from rich.markup import escape
 
 from medaudit.commands.common import JsonOpt, Timer, check_output_target, emit, print_warnings, stderr_console
 from medaudit.document import document
-from medaudit.errors import ConfigError
+from medaudit.errors import GATE_FAILED, ConfigError
 from medaudit.gate.compare import Row, comparability_warnings, compare, parse_allow
 from medaudit.gate.metrics import attack_norm, extract_metrics, load_report
 from medaudit.gate.policy import Rule, Verdict, evaluate, load_policy
@@ -50,7 +50,7 @@ def gate_document(doc: dict[str, Any], rules: list[Rule] | Any) -> tuple[list[Ve
     if not isinstance(rules, list):
         rules = load_policy(rules)
     verdicts = evaluate(rules, extract_metrics(doc), attack_norm(doc))
-    return verdicts, 0 if all(v.passed for v in verdicts) else 1
+    return verdicts, 0 if all(v.passed for v in verdicts) else GATE_FAILED
 
 
 def check_outputs(outputs: dict[str, str | None], inputs: list[Path]) -> None:
@@ -219,4 +219,4 @@ def compare_command(
     )
     emit(console, json, out)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(GATE_FAILED)

@@ -21,7 +21,7 @@ from medaudit.commands.common import (
 from medaudit.commands.gate import gate_document, gate_table
 from medaudit.commands.run import run_sections
 from medaudit.document import document
-from medaudit.errors import ConfigError, what_raised
+from medaudit.errors import GATE_FAILED, ConfigError, what_raised
 from medaudit.gate.metrics import load_report
 from medaudit.gate.policy import Verdict
 from medaudit.report import tables
@@ -231,4 +231,4 @@ def merge_command(
     show_merged(console, merged, verdicts)
     emit(console, "-" if json is None else json, merged)
     if not all(v.passed for v in verdicts):
-        raise typer.Exit(1)
+        raise typer.Exit(GATE_FAILED)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,16 +48,6 @@ from medaudit.report import ci, tables
 from medaudit.report.atomic import write_atomic
 from medaudit.report.html import write_html
 from medaudit.shift.benchmark import ShiftResult
-
-
-def _enum(kind: type[Enum], value: str | None, option: str) -> Any:
-    if value is None:
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(m.value for m in kind)
-        raise ConfigError(f"{option} = '{value}': choose from {choices}") from None
 
 
 def _prepare(audit: AuditFile, shard: str | None) -> Prepared:
