@@ -81,7 +81,7 @@ rounds = 10
 "eval.auc" = ">= 0.9"
 "attack.robust_accuracy@1/255" = ">= 0.5"
 "shift.mean_be" = "<= 0.3"
-"confounders.worst_flip_rate" = "<= 0.1"
+"confounders.shortcuts" = "== 0"    # calibrated verdicts: no artifact acts as a shortcut
 """
 
 

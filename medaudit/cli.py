@@ -6,7 +6,7 @@ Each command lives in ``medaudit.commands``; this module only builds the app.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +14,9 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from medaudit import __version__
-from medaudit.commands import attack, confounders, evaluate, gate, intrinsic, merge, run, shift
+from medaudit.audits import audits
+from medaudit.commands import attack, confounders, gate, harden, info, intrinsic, merge, run, shift
+from medaudit.commands.audit import audit_command
 from medaudit.commands.common import (
     Settings,
     configure,
@@ -70,23 +72,12 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(
-    cls=OneLineErrors,
-    name="medaudit",
-    help="Audit a trained medical-image classifier before release.",
-    no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
-    add_completion=False,
-)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"medaudit {__version__}")
         raise typer.Exit()
 
 
-@app.callback()
 def main(
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")] = False,
     quiet: Annotated[
@@ -106,18 +97,49 @@ def main(
     install_signal_handlers()
 
 
-app.command("eval", rich_help_panel="Audits")(handle_errors(evaluate.eval_command))
-app.command("attack", rich_help_panel="Audits")(handle_errors(attack.attack_command))
-app.command("shift", rich_help_panel="Audits")(handle_errors(shift.shift_command))
-app.command("confounders", rich_help_panel="Audits")(handle_errors(confounders.confounders_command))
-app.command("intrinsic", rich_help_panel="Audits")(handle_errors(intrinsic.intrinsic_command))
-app.command("run", rich_help_panel="Audits")(handle_errors(run.run_command))
-app.command("merge", rich_help_panel="Audits")(handle_errors(merge.merge_command))
-app.command("gate", rich_help_panel="Release")(handle_errors(gate.gate_command))
-app.command("compare", rich_help_panel="Release")(handle_errors(gate.compare_command))
-app.command("init", rich_help_panel="Utilities")(handle_errors(run.init_command))
-app.command("info", rich_help_panel="Utilities")(handle_errors(evaluate.info_command))
-app.command("list", rich_help_panel="Utilities")(handle_errors(evaluate.list_command))
+COMMANDS: dict[str, Callable[..., Any] | typer.Typer] = {
+    "attack": attack.attack_command,
+    "shift": shift.shift_command,
+    "confounders": confounders.app,
+    "intrinsic": intrinsic.intrinsic_command,
+}
+"""Audits whose command does more than ``audit_command`` (extra outputs and modes); every other
+registered audit gets the command its declaration implies."""
+
+
+def build_app() -> typer.Typer:
+    """The app, with one command per registered audit (a plugin registered before this call has
+    its command, its options and its help)."""
+    app = typer.Typer(
+        cls=OneLineErrors,
+        name="medaudit",
+        help="Audit a trained medical-image classifier before release.",
+        no_args_is_help=True,
+        pretty_exceptions_show_locals=False,
+        add_completion=False,
+    )
+    app.callback()(main)
+    for name in audits:
+        command = COMMANDS.get(name) or audit_command(audits.get(name))
+        if isinstance(command, typer.Typer):  # sub-commands (confounders probe, discover, ...)
+            app.add_typer(command, name=name, rich_help_panel="Audits")
+        else:
+            app.command(name, rich_help_panel="Audits")(handle_errors(command))
+    for name, command, panel in (
+        ("run", run.run_command, "Audits"),
+        ("merge", merge.merge_command, "Audits"),
+        ("harden", harden.harden_command, "Release"),
+        ("gate", gate.gate_command, "Release"),
+        ("compare", gate.compare_command, "Release"),
+        ("init", run.init_command, "Utilities"),
+        ("info", info.info_command, "Utilities"),
+        ("list", info.list_command, "Utilities"),
+    ):
+        app.command(name, rich_help_panel=panel)(handle_errors(command))
+    return app
+
+
+app = build_app()
 
 if __name__ == "__main__":
     app()

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import enum
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -236,3 +237,13 @@ def from_file(
     if missing:
         raise ConfigError(f'{source}: the [{section}] section needs {missing[0]} = "..."')
     return cls(**values)
+
+
+def in_file_words(message: str, sections: dict[str, type]) -> str:
+    """A message written in command-line words (``--eps``) in the audit file's (``[attack] eps``):
+    library errors name flags, and a user of the audit file never typed one."""
+    for section, cls in sections.items():
+        for d in declared(cls):
+            for flag in d.flag.split("/"):
+                message = re.sub(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", d.key(section), message)
+    return message

@@ -4,6 +4,7 @@ the Markdown comment and the console summary take them from the registry, withou
 from __future__ import annotations
 
 import html
+import json
 import re
 import subprocess
 import sys
@@ -11,15 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
+import torch
+from conftest import random_images, seeded_cnn
 from rich.console import Console
 from typer.testing import CliRunner
 
 from medaudit.audit_config import read_audit_file
 from medaudit.audits import Audit, MetricInfo, SummaryRow, audits
-from medaudit.cli import app
+from medaudit.audits.base import Context
+from medaudit.cli import build_app
 from medaudit.document import document
 from medaudit.errors import ConfigError
+from medaudit.evaluate import predict_logits
 from medaudit.gate import evaluate, extract_metrics, known_metrics, load_policy
 from medaudit.options import file_keys, setting
 from medaudit.report import ci, tables
@@ -46,6 +52,37 @@ class ToyAudit(Audit):
 
     def summary(self, results: dict[str, Any]) -> list[SummaryRow]:
         return [SummaryRow("toy score", results["score"]), SummaryRow("toy verdict", "planted")]
+
+    def tables(self, results: dict[str, Any], data_label: str) -> list[Any]:
+        return [f"toy table of {data_label}: share above floor {results['score']:.4f}"]
+
+    def run(self, prepared: Any, options: ToyOptions, context: Context) -> tuple[dict[str, Any], Any]:
+        """The share of images whose top probability is above ``floor``: a number the test can recompute."""
+        with context.progress("toy stage", prepared.data.n) as advance:
+            probs = predict_logits(prepared.model, prepared.data, context.batch_size, advance).softmax(1)
+        score = float((probs.max(1).values > options.floor).float().mean())
+        return {"floor": options.floor, "label": options.label}, ToyResult(score, prepared.data.n)
+
+    def figures(self, prepared: Any, result: Any) -> dict[str, bytes]:
+        return {"toy picture": PNG_1X1}
+
+
+@dataclass(frozen=True)
+class ToyResult:
+    score: float
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "n": self.n}
+
+    def warnings(self) -> list[str]:
+        return ["toy warning"]
+
+
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8cf"
+    "c0f01f0005000201a5b1e0d40000000049454e44ae426082"
+)
 
 
 @pytest.fixture
@@ -88,10 +125,68 @@ def test_a_registered_audit_gets_its_audit_file_section(toy: ToyAudit, tmp_path:
     path.write_text('[model]\npath = "m.pt"\n[toy]\nlabel = 3\n')
     with pytest.raises(ConfigError, match=r"\[toy\] label = 3 has the wrong type"):
         read_audit_file(path)
-    path.write_text('[model]\npath = "m.pt"\n[toy]\n')
+
+
+@pytest.fixture
+def toy_files(tmp_path: Path) -> tuple[Path, Path]:
+    model = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.trace(seeded_cnn().eval(), torch.zeros(2, 1, 28, 28)), str(model))
+    data = tmp_path / "data.npz"
+    labels = (np.arange(40) % 2).reshape(-1, 1)
+    np.savez(data, test_images=random_images(40)[:, 0].numpy(), test_labels=labels)
+    return model, data
+
+
+def _expected_score(model: Path, data: Path, floor: float) -> float:
+    net = torch.jit.load(str(model))
+    images = torch.from_numpy(np.load(data)["test_images"]).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        probs = net(images).softmax(1)
+    return float((probs.max(1).values > floor).float().mean())
+
+
+def test_a_registered_audit_gets_its_command(
+    toy: ToyAudit, toy_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The command, its options and its help come from the declaration (the app is built after
+    registration, as it is at start-up for the built-in audits)."""
+    model, data = toy_files
+    app_now = build_app()
     runner = CliRunner()
-    result = runner.invoke(app, ["run", str(path)])
-    assert result.exit_code == 2 and "[toy] cannot run from an audit file yet" in result.stderr
+    top = runner.invoke(app_now, ["--help"])
+    assert top.exit_code == 0 and "toy" in top.output
+    own = runner.invoke(app_now, ["toy", "--help"], env={"COLUMNS": "200"})
+    assert own.exit_code == 0 and "--floor" in own.output and "the toy floor" in own.output
+    out = tmp_path / "toy.json"
+    args = ["toy", str(model), "--data", str(data), "--floor", "0.52", "--json", str(out)]
+    result = runner.invoke(app_now, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["command"] == "toy" and doc["config"]["floor"] == 0.52
+    assert doc["results"]["score"] == pytest.approx(_expected_score(model, data, 0.52))
+    assert "toy warning" in doc["warnings"] and "toy table of" in result.stderr
+    bad = runner.invoke(app_now, ["toy", str(model), "--data", str(data), "--floor", "high"])
+    assert bad.exit_code == 2
+
+
+def test_a_registered_audit_runs_from_the_audit_file(
+    toy: ToyAudit, toy_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, data = toy_files
+    path = tmp_path / "audit.toml"
+    path.write_text(
+        f'[model]\npath = "{model.name}"\n[data]\ndata = "{data.name}"\n[toy]\nfloor = 0.51\n'
+        '[gate]\n"toy.score" = ">= 1.01"\n'
+    )
+    out, page = tmp_path / "run.json", tmp_path / "run.html"
+    result = CliRunner().invoke(build_app(), ["run", str(path), "--json", str(out), "--html", str(page)])
+    assert result.exit_code == 1, result.output  # the toy gate rule cannot hold
+    doc = json.loads(out.read_text())
+    assert doc["results"]["toy"]["score"] == pytest.approx(_expected_score(model, data, 0.51))
+    assert doc["config"]["audits"]["toy"] == {"floor": 0.51, "label": "x"}
+    assert [v["metric"] for v in doc["gate"]] == ["toy.score"] and doc["gate"][0]["passed"] is False
+    text = page.read_text()
+    assert "Toy audit" in text and "toy picture" in text
 
 
 def test_unregistered_sections_are_not_gateable(toy: ToyAudit) -> None:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from medaudit.attacks import attacks
 from medaudit.cli import app
-from medaudit.commands.evaluate import description, listing
+from medaudit.commands.info import description, listing
 from medaudit.models.archs.small_cnn import SmallCNN
 
 REPO = Path(__file__).resolve().parents[1]

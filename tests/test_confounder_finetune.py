@@ -90,6 +90,22 @@ def test_ood_auc_falls_as_p_rises(curve: dict) -> None:
     assert at0["ood_auc"] - at1["ood_auc"] > 0.2
     assert "picks up the tag shortcut" in result["verdict"]
     assert result["ood_auc_drop"] == pytest.approx(at0["ood_auc"] - at1["ood_auc"])
+    low, high = result["ood_auc_drop_ci"]
+    assert 0.1 <= low <= result["ood_auc_drop"] <= high  # the interval excludes a small drop
+    for row in result["curve"]:
+        assert row["ood_auc_ci"][0] <= row["ood_auc"] <= row["ood_auc_ci"][1]
+    assert result["budget"] == {"epochs": 10, "n_train": 512, "lr": 3e-3, "batch_size": 32, "fractions": 2}
+    assert "after 10 epochs on 512 training images" in result["verdict"]
+
+
+def test_flat_curve_states_what_was_measured(setup: tuple[AuditModel, AuditData, AuditData]) -> None:
+    model, train, test = setup
+    tiny = FinetuneConfig(
+        artifact="tag", strength=0.01, fractions=(0.0, 1.0), epochs=1, lr=1e-7, batch_size=64
+    )
+    verdict = run_finetune(model, train, test, tiny).to_dict()["verdict"]
+    assert "after 1 epochs on 512 training images" in verdict and "larger budget" in verdict
+    assert "does not pick up" not in verdict and "picks up" not in verdict
 
 
 def test_user_model_unchanged(curve: dict) -> None:

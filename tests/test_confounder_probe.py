@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from medaudit.commands.common import handle_errors
-from medaudit.commands.confounders import confounders_command
+from medaudit.cli import app
 from medaudit.confounders.artifacts import apply_artifact
 from medaudit.confounders.probe import ProbeConfig, run_probe
 from medaudit.data import AuditData
@@ -31,9 +29,6 @@ RECORD_KEYS = {
 TAG_CORNER = "top-left"
 
 # the command as cli.py registers it (a callback keeps "confounders" a sub-command)
-app = typer.Typer()
-app.callback()(lambda: None)
-app.command("confounders")(handle_errors(confounders_command))
 
 
 def confounders(runner: CliRunner, *args: str | Path):
@@ -122,9 +117,10 @@ def test_tag_shortcut_is_flagged(tag_model) -> None:
     assert corner["flip_rate"] > 0.4
     assert corner["mean_probability_change"]["tagged"] > 0.3
     assert corner["auc_drop_reversed"] > 0.4 and corner["auc_reversed"] < 0.6
-    verdict = results["ranking"][0]
-    assert verdict["verdict"] == "sensitive" and verdict["pushes_towards"] == "tagged"
-    assert "pushes predictions towards tagged" in verdict["summary"]
+    verdict = results["ranking"][0]  # the tag where it was learned is the strongest shortcut
+    assert (verdict["artifact"], verdict["position"], verdict["verdict"]) == ("tag", TAG_CORNER, "shortcut")
+    assert verdict["towards"] == "tagged" and verdict["pushes_towards"] == "tagged"
+    assert "pushes towards tagged" in verdict["summary"] or "not of class tagged" in verdict["summary"]
     by_position = {r["position"]: r for r in results["by_position"]}
     assert set(by_position) == {"top-left", "top-right", "bottom-left", "bottom-right", "centre"}
     assert by_position[TAG_CORNER]["worst_flip_rate"] == pytest.approx(verdict["worst_flip_rate"])
@@ -136,7 +132,7 @@ def test_model_without_the_tag_is_not_flagged(brightness_model) -> None:
     assert results["clean"]["accuracy"] > 0.9
     assert all(r["flip_rate"] < 0.1 for r in results["probes"])
     assert all(r["auc_drop_reversed"] < 0.1 for r in results["probes"])
-    assert results["ranking"][0]["verdict"] != "sensitive"
+    assert all(r["verdict"] != "shortcut" for r in results["ranking"])
 
 
 def test_records_are_the_model_on_the_marked_images(brightness_model) -> None:
@@ -166,6 +162,7 @@ def test_reproducible_and_independent_of_batch_size(make_cnn, audit_data) -> Non
     again = run_probe(model, data, ProbeConfig(**{**config.__dict__, "batch_size": 7}))
     for cell, logits in first.cell_logits.items():
         assert torch.allclose(logits, again.cell_logits[cell], atol=1e-5), cell
+        assert torch.allclose(first.control_logits[cell], again.control_logits[cell], atol=1e-5), cell
     for a, b in zip(first.to_dict()["probes"], again.to_dict()["probes"], strict=True):
         assert a["flip_rate"] == b["flip_rate"] and a["auc_reversed"] == pytest.approx(b["auc_reversed"])
     other = run_probe(model, data, ProbeConfig(**{**config.__dict__, "seed": 4}))
@@ -192,7 +189,7 @@ def test_cli_on_the_sample_model(runner: CliRunner, real_env: Path, tmp_path: Pa
         "--json", out, "--save-grid", grid,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "ranked by sensitivity" in result.stderr
+    assert "ranked by evidence" in result.stderr
     doc = json.loads(out.read_text())
     assert doc["command"] == "confounders" and doc["config"]["mode"] == "probe"
     results = doc["results"]
@@ -202,7 +199,8 @@ def test_cli_on_the_sample_model(runner: CliRunner, real_env: Path, tmp_path: Pa
     assert {r["strength"] for r in records} == {0.5, 1.0}
     assert results["positive_class"] == "pneumonia"
     assert 0.7 < results["clean"]["accuracy"] <= 1
-    assert [r["artifact"] for r in results["ranking"]] != [] and len(results["ranking"]) == 2
+    assert len(results["ranking"]) == 5 + 1  # tag at each position, lowpass
+    assert {r["verdict"] for r in results["ranking"]} <= {"shortcut", "fragile", "none"}
     with Image.open(grid) as image:
         assert image.width > 100 and image.height > 100
 
@@ -215,7 +213,7 @@ def test_list_needs_no_model(runner: CliRunner) -> None:
 
 
 def test_user_errors(runner: CliRunner, real_env: Path, tmp_path: Path) -> None:
-    assert_user_error(confounders(runner), "give a model file")
+    assert_user_error(confounders(runner, "probe"), "Missing argument 'MODEL'")
     assert_user_error(confounders(runner, SAMPLE, "--artifacts", "tga"), "unknown artifact 'tga'", "tag")
     assert_user_error(confounders(runner, SAMPLE, "--strengths", "1.5"), "strengths must lie in (0, 1]")
     assert_user_error(confounders(runner, SAMPLE, "--strengths", "high"), "--strengths takes numbers")

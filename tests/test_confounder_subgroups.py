@@ -11,11 +11,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-from medaudit.commands.common import handle_errors
-from medaudit.commands.confounders import confounders_command
+from medaudit.cli import app
 from medaudit.confounders.subgroups import read_metadata, subgroup_audit
 from medaudit.errors import ConfigError
 from medaudit.task import Task
@@ -27,10 +25,6 @@ NAMES = ("neg", "pos")
 GROUP_KEYS = {
     "group", "n", "accuracy", "accuracy_ci", "balanced_accuracy", "balanced_accuracy_ci", "auc", "auc_ci",
 }  # fmt: skip
-
-app = typer.Typer()
-app.callback()(lambda: None)
-app.command("confounders")(handle_errors(confounders_command))
 
 
 def confounders(runner: CliRunner, *args: str | Path):
@@ -224,8 +218,8 @@ def test_cli_subgroups_on_the_sample_model(runner: CliRunner, real_env: Path, tm
 
 def test_cli_user_errors(runner: CliRunner, real_env: Path, tmp_path: Path) -> None:
     meta = parity_csv(tmp_path / "meta.csv")
-    assert_user_error(confounders(runner, SAMPLE, "--metadata", meta), "--metadata needs --attribute")
-    assert_user_error(confounders(runner, SAMPLE, "--attribute", "parity"), "need --metadata")
+    assert_user_error(confounders(runner, SAMPLE, "--metadata", meta), "Missing option '--attribute'")
+    assert_user_error(confounders(runner, SAMPLE, "--attribute", "parity"), "Missing option '--metadata'")
     assert_user_error(
         confounders(runner, SAMPLE, "--metadata", tmp_path / "nope.csv", "--attribute", "x"), "does not exist"
     )

@@ -464,12 +464,12 @@ def test_json_through_a_symlink_replaces_the_target_not_the_link(ws: Workspace, 
 
 
 def test_a_bug_is_exit_4_not_a_gate_verdict(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    import medaudit.commands.evaluate as evaluate_command
+    import medaudit.evaluate
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("planted bug")
 
-    monkeypatch.setattr(evaluate_command, "evaluate", broken)
+    monkeypatch.setattr(medaudit.evaluate, "evaluate", broken)
     result = CliRunner().invoke(app, ["eval", str(ws.model), "--data", str(ws.data)])
     assert_one_line_error(result, "internal error", "ZeroDivisionError", "--debug", code=INTERNAL_ERROR)
     debug = CliRunner().invoke(app, ["--debug", "eval", str(ws.model), "--data", str(ws.data)])

@@ -15,9 +15,9 @@ from torch import nn
 
 from medaudit.data import AuditData, DataSpec, load_data
 from medaudit.errors import ConfigError
-from medaudit.intrinsic.features import Features, available_layers, extract_features
 from medaudit.models import AuditModel, InputSpec, LoadOptions, bind_model, load_model
 from medaudit.models.archs.small_cnn import SmallCNN
+from medaudit.models.features import Features, available_layers, extract_features
 from medaudit.models.wrapper import ModelInfo
 
 REPO = Path(__file__).resolve().parents[1]

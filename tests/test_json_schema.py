@@ -19,10 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "docs" / "schema" / "medaudit-1.schema.json"
 SAMPLE = REPO / "sample_models" / "pneumoniamnist_rescnn.onnx"
 MODEL = str(SAMPLE)
+ORDINAL_MODEL = str(REPO / "sample_models" / "retinamnist_rescnn.onnx")
 
 # name -> (CLI arguments before --json, accepted exit codes); every run is kept cheap (small --limit etc.)
 COMMANDS: dict[str, tuple[list[str], tuple[int, ...]]] = {
-    "eval": (["eval", MODEL, "--limit", "64"], (0,)),
+    "eval": (["eval", MODEL, "--limit", "64", "--threshold", "0.7", "--bootstrap", "50"], (0,)),
+    "eval-ordinal": (["eval", ORDINAL_MODEL, "--limit", "64", "--bootstrap", "0"], (0,)),
     "attack": (["attack", MODEL, "--limit", "32", "--attack", "fgsm", "--eps", "1/255"], (0,)),
     "attack-margin": (["attack", MODEL, "--margin", "--limit", "16", "--steps", "3"], (0,)),
     "shift": (
@@ -37,12 +39,18 @@ COMMANDS: dict[str, tuple[list[str], tuple[int, ...]]] = {
         ["confounders", MODEL, "--limit", "32", "--artifacts", "tag,lowpass", "--strengths", "1"],
         (0,),
     ),
+    "confounders-discover": (
+        ["confounders", "discover", MODEL, "--limit", "48", "--steps", "2", "--fit-images", "16"],
+        (0,),
+    ),
 }
 EXPECTED_COMMAND = {
     "intrinsic-data": "intrinsic",
     "intrinsic-model": "intrinsic",
     "gate-failed": "gate",
     "eval-shard": "eval",
+    "eval-ordinal": "eval",
+    "confounders-discover": "confounders",
 }
 
 
@@ -118,6 +126,11 @@ def test_documents_cover_the_optional_shapes(documents: dict[str, Any]) -> None:
     assert documents["gate-failed"]["results"]["failed"] == 2
     assert any(row["passed"] is None for row in documents["compare"]["results"]["rows"])
     assert documents["eval-shard"]["shard"]["start"] == 32 and "shard" not in documents["eval"]
+    binary, ordinal = documents["eval"]["results"], documents["eval-ordinal"]["results"]
+    assert binary["threshold"] == 0.7 and binary["sensitivity"] is not None and binary["kappa"] is None
+    assert binary["bootstrap"]["rounds"] == 50 and isinstance(binary["auc_ci"], list)
+    assert ordinal["threshold"] is None and ordinal["kappa"] is not None and ordinal["mae"] is not None
+    assert ordinal["auc_ci"] is None and ordinal["bootstrap"]["rounds"] == 0
 
 
 def test_a_shard_without_its_state_is_rejected(documents: dict[str, Any], validator: Any) -> None:
@@ -163,6 +176,12 @@ def test_wrong_schema_string_is_rejected(documents: dict[str, Any], validator: A
         ("eval", ("versions",)),
         ("eval", ("results", "auc")),
         ("eval", ("results", "confusion_matrix")),
+        ("eval", ("results", "ece")),
+        ("eval", ("results", "auc_ci")),
+        ("eval", ("results", "sensitivity")),
+        ("eval", ("results", "reliability", "count")),
+        ("eval", ("results", "bootstrap", "seed")),
+        ("eval-ordinal", ("results", "kappa")),
         ("attack", ("results", "checks")),
         ("attack", ("results", "sweep", -1, "perturbation")),  # the worst-case record
         ("attack-margin", ("results", "n_censored")),
@@ -191,6 +210,11 @@ def test_missing_documented_key_is_rejected(
     [
         ("eval", ("results", "accuracy")),
         ("eval", ("wall_time_s",)),
+        ("eval", ("results", "ece")),
+        ("eval", ("results", "specificity")),
+        ("eval", ("results", "accuracy_ci", 0)),
+        ("eval", ("results", "reliability", "accuracy", -1)),
+        ("eval-ordinal", ("results", "mae")),
         ("attack", ("results", "sweep", 0, "robust_accuracy")),
         ("attack-margin", ("results", "margins", 0)),
         ("shift", ("results", "summary", "mean_be")),

@@ -54,6 +54,7 @@ def test_roc_auc_continuous_scores_and_extremes() -> None:
 def test_roc_auc_is_nan_when_a_class_is_absent(present: int) -> None:
     labels = np.full(10, present)
     assert math.isnan(roc_auc(labels, np.linspace(0, 1, 10)))
+    assert math.isnan(roc_auc(np.array([], dtype=bool), np.array([])))
 
 
 @pytest.mark.parametrize("seed", range(3))

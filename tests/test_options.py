@@ -11,7 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from medaudit.errors import ConfigError
-from medaudit.options import from_file, setting, with_settings
+from medaudit.options import from_file, in_file_words, setting, with_settings
 
 
 class Colour(str, enum.Enum):
@@ -74,3 +74,38 @@ def test_audit_file_section_is_checked_and_converted(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=None) as error:
             from_file(Toy, bad, "toy", "audit.toml")
         assert needle in str(error.value) and str(error.value).startswith("audit.toml: ")
+
+
+def test_library_errors_are_told_in_the_audit_files_words() -> None:
+    from medaudit.audits.attack import AttackOptions
+    from medaudit.settings import RunSettings
+
+    sections = {"attack": AttackOptions, "run": RunSettings}
+    text = "--eps takes numbers, got 'x'; --step-size too; --batch-size-ish and --epsilon are other words"
+    assert in_file_words(text, sections) == (
+        "[attack] eps takes numbers, got 'x'; [attack] step_size too; --batch-size-ish and --epsilon are other words"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('[model]\npath = "MODEL"\n[attack]\neps = "abc"\n', "[attack] eps takes numbers or fractions"),
+        ('[model]\npath = "MODEL"\n[shift]\nseverities = "9"\n', "[shift] severities takes values in 1..5"),
+        (
+            '[model]\npath = "MODEL"\nmean = "0.5,x"\n[eval]\n',
+            "[model] mean takes numbers separated by commas",
+        ),
+    ],
+)
+def test_run_errors_name_the_audit_file_key(tmp_path: Path, body: str, expected: str) -> None:
+    """Errors found after the file was read (by the audits' checks, by loading) still speak of keys."""
+    from conftest import assert_one_line_error
+
+    from medaudit.cli import app
+
+    model = Path(__file__).resolve().parents[1] / "sample_models" / "pneumoniamnist_rescnn.pt"
+    path = tmp_path / "audit.toml"
+    path.write_text(body.replace("MODEL", str(model)))
+    message = assert_one_line_error(CliRunner().invoke(app, ["run", str(path)]), expected)
+    assert "--" not in message and str(path) in message

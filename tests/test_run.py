@@ -43,7 +43,7 @@ def test_example_file_is_valid(tmp_path: Path) -> None:
         "eval.auc",
         "attack.robust_accuracy@1/255",
         "shift.mean_be",
-        "confounders.worst_flip_rate",
+        "confounders.shortcuts",
     }
 
 

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from medaudit.shift.catalogue import PARAMS
-from medaudit.shift.corrupt import OpContext, corruptions
-from medaudit.shift.marks import BLOB_FILL, black_corner, bubble, characters, stain_deposit
+from medaudit.shift.corrupt import OpContext, apply_uint8, corruptions, sample_rngs
+from medaudit.shift.marks import BLOB_FILL, ScalarIntegers, whiten
+
+
+def _on_nhwc(name: str) -> Callable[[np.ndarray, Any, OpContext], np.ndarray]:
+    """The registered mark on NHWC batches, as the tests below build them (the marks take NCHW)."""
+    fn = corruptions.get(name).fn
+    return lambda x, param, ctx: fn(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), param, ctx).transpose(
+        0, 2, 3, 1
+    )
+
+
+black_corner, bubble, characters, stain_deposit = (
+    _on_nhwc(name) for name in ("black_corner", "bubble", "characters", "stain_deposit")
+)
 
 CASES = [
     ("stain_deposit", "pathmnist"),
@@ -59,7 +76,7 @@ def _ctx(n: int, size: int, *, seed: int = 100, scaled: bool = True) -> OpContex
 
 
 def _run(name: str, dataset: str, severity: int, x: np.ndarray, ctx: OpContext) -> np.ndarray:
-    return corruptions.get(name).fn(x, PARAMS[dataset][name][severity - 1], ctx)
+    return _on_nhwc(name)(x, PARAMS[dataset][name][severity - 1], ctx)
 
 
 def _mad(y: np.ndarray, x: np.ndarray) -> float:
@@ -78,6 +95,43 @@ def test_registered_with_channel_handling() -> None:
         "black_corner": False,
         "characters": True,
     }
+    assert all(corruptions.get(name).channels_first for name, _ in CASES)
+
+
+@pytest.mark.parametrize(("name", "dataset"), [*CASES, ("defocus_blur", "dermamnist")])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_first_engine_whatever_the_memory_layout(name: str, dataset: str, channels: int) -> None:
+    """``apply_uint8`` on an NHWC view of an NCHW batch (what ``corrupt`` passes, no copies) and on a
+    contiguous NHWC array gives the same bytes, and the same as the corruption run by hand on NCHW."""
+    nchw = np.ascontiguousarray(_images(3, 64, channels).transpose(0, 3, 1, 2))
+    options = {"source": dataset, "mode": "scaled", "indices": [4, 5, 6]}
+    view = apply_uint8(nchw.transpose(0, 2, 3, 1), name, 3, 9, **options)  # type: ignore[arg-type]
+    copy = apply_uint8(np.ascontiguousarray(nchw.transpose(0, 2, 3, 1)), name, 3, 9, **options)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(view, copy)
+    assert view.transpose(0, 3, 1, 2).flags.c_contiguous  # nothing left to copy back to NCHW
+    if channels == 3:
+        rngs = sample_rngs(9, [4, 5, 6], name, 3)
+        by_hand = corruptions.get(name).fn(nchw, PARAMS[dataset][name][2], OpContext(rngs, scale=64 / 224))
+        np.testing.assert_array_equal(view.transpose(0, 3, 1, 2), by_hand)
+
+
+def test_scalar_integers_draw_what_numpy_draws() -> None:
+    """Every value, for spans from 1 (numpy draws nothing) to near 2**32 (rejections are likely)."""
+    choose = np.random.default_rng(1)
+    spans = (1, 2, 3, 7, 100, 3**19, (1 << 31) + 1, (1 << 32) - 5)
+    for seed in range(40):
+        numpy_rng, ours = np.random.default_rng(seed), ScalarIntegers(np.random.default_rng(seed))
+        for _ in range(400):  # more than ScalarIntegers.BLOCK raw values: refills are covered
+            low, span = int(choose.integers(-50, 300)), int(choose.choice(spans))
+            assert ours.integers(low, low + span) == int(numpy_rng.integers(low, low + span))
+
+
+def test_whiten_is_the_float_blend_for_every_value_and_alpha() -> None:
+    values = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
+    alpha = values.T.copy()  # every (value, alpha) pair once
+    image = values[None].astype(np.float32)
+    expected = np.rint(image + (255 - image) * (alpha.astype(np.float32) / 255)).astype(np.uint8)
+    np.testing.assert_array_equal(whiten(values[None], Image.fromarray(alpha)), expected)
 
 
 @pytest.mark.parametrize(("name", "dataset"), CASES)

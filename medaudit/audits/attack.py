@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.console import RenderableType
 
-from medaudit.audits.base import EPS, Audit, MetricInfo, SummaryRow, number
+from medaudit.audits.base import EPS, Audit, Context, MetricInfo, SummaryRow, number
 from medaudit.options import setting
+
+if TYPE_CHECKING:
+    from medaudit.attacks.checks import AuditedSweep
+    from medaudit.sources import Prepared
 
 PANEL = "Attack"
 DEFAULT_EPS = "0.5/255,1/255,2/255,4/255,8/255"
@@ -76,6 +80,7 @@ class AttackAudit(Audit):
     name = "attack"
     Options = AttackOptions
     title = "Adversarial robustness"
+    help = "Adversarial robustness: worst case per sample over attacks and restarts, plus honesty checks."
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "clean_accuracy": MetricInfo("accuracy on the attacked samples before attack", True, True),
         f"robust_accuracy@{EPS}": MetricInfo(
@@ -153,6 +158,48 @@ class AttackAudit(Audit):
         if alarm is not None:
             shown.append(Text(f"⚠ {alarm}", style="bold red"))
         return shown
+
+    def check(self, options: AttackOptions, context: Context) -> None:
+        from medaudit.attacks.plan import check_request
+
+        check_request(
+            options.attack,
+            options.eps,
+            options.norm.value,
+            context.batch_size,
+            context.seed,
+            **options.effort,
+        )
+
+    def run(
+        self, prepared: Prepared, options: AttackOptions, context: Context
+    ) -> tuple[dict[str, Any], AuditedSweep]:
+        return self.sweep(prepared, options, context)
+
+    def sweep(
+        self, prepared: Prepared, options: AttackOptions, context: Context, keep_adversarial: bool = False
+    ) -> tuple[dict[str, Any], AuditedSweep]:
+        """The sweep and its honesty checks; ``keep_adversarial`` keeps the images (``--save-adv``)."""
+        from medaudit.attacks import run_attacks
+        from medaudit.attacks.checks import AuditedSweep, run_checks
+        from medaudit.attacks.plan import build_config
+
+        model, data = prepared.model, prepared.data
+        config, notes = build_config(
+            options.attack, model, options.eps, options.norm.value, context.batch_size, context.seed,
+            **options.effort,
+        )  # fmt: skip
+        with context.progress("attacking", data.n * len(config.eps) * len(config.attacks)) as advance:
+            result = run_attacks(model, data, config, advance, keep_adversarial=keep_adversarial)
+        with context.progress("honesty checks", None):
+            audited = AuditedSweep(result, run_checks(model, data, result), tuple(notes))
+        record = {
+            "attacks": list(config.attacks),
+            "eps": list(config.eps),
+            "norm": config.norm,
+            "params": config.params,
+        }
+        return record, audited
 
 
 def failed_checks(results: dict[str, Any]) -> list[dict[str, Any]]:

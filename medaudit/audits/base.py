@@ -8,10 +8,16 @@ and ``run`` iterate over that registry instead of naming audits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from rich.console import RenderableType
+
+if TYPE_CHECKING:
+    from medaudit.sources import Prepared
 
 EPS = "EPS"
 """Placeholder for the eps of eps-indexed metrics (``robust_accuracy@EPS``)."""
@@ -69,6 +75,58 @@ def table(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+Advance = Callable[[int], None]
+"""Called with the number of units a step just finished (images, image x cell, ...)."""
+
+
+class Progress(Protocol):
+    """Opens one stage of progress: ``with progress("attacking", total) as advance: ...``
+    (``total`` None: a stage without units)."""
+
+    def __call__(self, label: str, total: int | None) -> AbstractContextManager[Advance]: ...
+
+
+class Stages(Protocol):
+    """Opens a step made of named stages without units: ``with stages() as update: update("knn")``."""
+
+    def __call__(self) -> AbstractContextManager[Callable[[str], None]]: ...
+
+
+def _ignore(_: object) -> None:
+    return None
+
+
+@contextmanager
+def no_progress(label: str, total: int | None) -> Iterator[Advance]:
+    yield _ignore
+
+
+@contextmanager
+def no_stages() -> Iterator[Callable[[str], None]]:
+    yield _ignore
+
+
+@dataclass(frozen=True)
+class Context:
+    """What an audit needs besides its options, model and data: the run's shared settings and
+    where to report progress (the commands pass rich bars; library callers may pass nothing)."""
+
+    batch_size: int = 256
+    seed: int = 0
+    data_file: Path | None = None
+    """The user's own data file (``--data``), None for MedMNIST: some options depend on it."""
+    sharded: bool = False
+    """Only part of the images (``--shard``): what needs them all must refuse."""
+    progress: Progress = field(default=no_progress)
+    stages: Stages = field(default=no_stages)
+
+
+class Result(Protocol):
+    """What ``Audit.run`` returns: its JSON section, and optionally ``warnings()`` for the report."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class NoOptions:
     """An audit without settings of its own (``[eval]``)."""
@@ -86,6 +144,22 @@ class Audit:
     """Gateable metrics, keyed without the audit's prefix (``accuracy``, ``robust_accuracy@EPS``)."""
     Options: ClassVar[type] = NoOptions
     """Its settings (``medaudit.options.setting`` fields): command-line options and audit-file keys."""
+    help: ClassVar[str] = ""
+    """The command's one-paragraph help (``medaudit NAME --help``)."""
+    shardable: ClassVar[str | None] = None
+    """None when ``--shard`` parts merge into the whole report; else why they cannot."""
+
+    def check(self, options: Any, context: Context) -> None:
+        """Fail (``ConfigError``) on options that are wrong before the model and data are loaded."""
+
+    def run(self, prepared: Prepared, options: Any, context: Context) -> tuple[dict[str, Any], Result]:
+        """Audit ``prepared``: (the configuration record for the JSON, the result). Never prints."""
+        raise NotImplementedError
+
+    def figures(self, prepared: Prepared, result: Any) -> dict[str, bytes]:
+        """PNG pictures of ``result`` (what ``run`` returned) for the HTML report, by caption:
+        what the JSON cannot hold."""
+        return {}
 
     def extract(self, results: dict[str, Any]) -> dict[str, float]:
         """Every gateable number of ``results``, keyed ``<name>.<metric>`` (eps as ``format(eps, 'g')``)."""
@@ -99,3 +173,13 @@ class Audit:
         """What the console shows for ``results`` (tables, then notes), ``data_label`` as in
         ``AuditData.describe``: the same for a single run, a ``run`` and a ``medaudit merge``."""
         return []
+
+
+def report_sections(states: dict[str, Any], base_warnings: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Each audit's JSON section from its result, and the report's warnings: the same for a
+    ``run`` and for the ``merge`` of its shards."""
+    sections = {name: state.to_dict() for name, state in states.items()}
+    warnings = list(base_warnings)
+    for state in states.values():
+        warnings += state.warnings() if hasattr(state, "warnings") else []
+    return sections, warnings

@@ -1,37 +1,187 @@
-"""``eval``: clean accuracy, balanced accuracy and AUC."""
+"""``eval``: clean accuracy, balanced accuracy and AUC with bootstrap intervals, calibration, the
+binary operating point and ordinal agreement."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.console import RenderableType
 
-from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number
+from medaudit.audits.base import Audit, Context, MetricInfo, SummaryRow, number, table
+from medaudit.options import setting
+
+if TYPE_CHECKING:
+    from medaudit.evaluate import EvalConfig, EvalResult
+    from medaudit.sources import Prepared
+
+PANEL = "Evaluation"
+INTERVALS = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity")
+"""The metrics with a bootstrap interval (``<metric>_ci`` in the results; the last two: binary tasks);
+``medaudit.metrics.BINARY_INTERVAL_METRICS``, repeated here because that module imports torch."""
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """``--threshold`` ... on the command line, ``[eval]`` in the audit file."""
+
+    threshold: float = setting(
+        0.5,
+        "Binary tasks: decision threshold on the positive (last) class's probability; accuracy, "
+        "sensitivity, specificity and the confusion matrix are taken there.",
+        panel=PANEL,
+    )
+    bootstrap: int = setting(
+        1000, "Bootstrap resamples of the images for the intervals (0: no intervals).", panel=PANEL, min=0
+    )
+    confidence: float = setting(0.95, "Confidence level of the bootstrap intervals.", panel=PANEL)
+
+
+def _bound(results: dict[str, Any], metric: str, side: int) -> float:
+    interval = results.get(f"{metric}_ci")
+    return number(interval[side]) if isinstance(interval, list) and len(interval) == 2 else number(None)
+
+
+def interval_text(results: dict[str, Any], metric: str) -> str | None:
+    """``metric``'s interval as 'low – high', None where there is none."""
+    low, high = _bound(results, metric, 0), _bound(results, metric, 1)
+    return None if math.isnan(low) or math.isnan(high) else f"{low:.4f} – {high:.4f}"
+
+
+def confidence_percent(results: dict[str, Any]) -> str:
+    """The intervals' level as '95%' (from ``bootstrap.confidence``)."""
+    level = number(table(results.get("bootstrap")).get("confidence"))
+    return "CI" if math.isnan(level) else f"{level * 100:g}%"
+
+
+def headline(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, results key) of the numbers the eval tables show for this task, in order."""
+    names = list(table(results.get("per_class_recall")))
+    rows = [("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("AUC", "auc")]
+    if results.get("threshold") is not None and len(names) == 2:
+        rows += [(f"sensitivity ({names[1]})", "sensitivity"), (f"specificity ({names[0]})", "specificity")]
+    if results.get("kappa") is not None or results.get("mae") is not None:
+        rows += [("quadratic-weighted kappa", "kappa"), ("mean absolute error (grades)", "mae")]
+    if "ece" in results:
+        rows.append(("expected calibration error", "ece"))
+    return rows
+
+
+def method_note(results: dict[str, Any]) -> str:
+    """How the numbers were taken: the intervals, the calibration binning, the decision rule."""
+    boot, reliability = table(results.get("bootstrap")), table(results.get("reliability"))
+    parts = []
+    if boot.get("rounds"):
+        skipped = boot.get("auc_skipped")
+        parts.append(
+            f"intervals: percentile bootstrap over images, {boot['rounds']} resamples, seed {boot.get('seed')}"
+            + (f" ({skipped} resamples lost a class: no AUC)" if skipped else "")
+        )
+    if reliability.get("binning"):
+        parts.append(f"ECE: {reliability['binning']}")
+    if results.get("threshold") is not None:
+        threshold = number(results["threshold"])
+        parts.append(f"decision: p({results.get('positive_class')}) > {threshold:g}")
+    return "; ".join(parts)
+
+
+def eval_config(options: EvalOptions, context: Context) -> EvalConfig:
+    """The evaluation's configuration; ConfigError naming the setting when an option is wrong."""
+    from medaudit.evaluate import EvalConfig
+
+    return EvalConfig(
+        batch_size=context.batch_size,
+        threshold=options.threshold,
+        bootstrap=options.bootstrap,
+        confidence=options.confidence,
+        seed=context.seed,
+    )
 
 
 class EvalAudit(Audit):
     name = "eval"
+    Options = EvalOptions
     title = "Clean metrics"
+    help = (
+        "Clean metrics: accuracy, balanced accuracy and AUC with bootstrap intervals, calibration "
+        "(ECE), per-class recall and confusion matrix; sensitivity and specificity at --threshold "
+        "for binary tasks, quadratic-weighted kappa and MAE for ordinal ones."
+    )
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "accuracy": MetricInfo("clean accuracy (eval results.accuracy)", True, True),
         "balanced_accuracy": MetricInfo(
             "mean recall over classes (eval results.balanced_accuracy)", True, True
         ),
         "auc": MetricInfo("clean AUC (eval results.auc)", True, True),
+        **{
+            f"{metric}_ci_{side}": MetricInfo(
+                f"{side} end of the bootstrap interval of {metric} (eval results.{metric}_ci)", True, True
+            )
+            for metric in INTERVALS
+            for side in ("low", "high")
+        },
+        "sensitivity": MetricInfo(
+            "binary: recall of the positive (last) class at the threshold (eval results.sensitivity)",
+            True,
+            True,
+        ),
+        "specificity": MetricInfo(
+            "binary: recall of the negative (first) class at the threshold (eval results.specificity)",
+            True,
+            True,
+        ),
+        "ece": MetricInfo(
+            "expected calibration error, 15 equal-width confidence bins (eval results.ece)", False, True
+        ),
+        "kappa": MetricInfo("ordinal: quadratic-weighted Cohen's kappa (eval results.kappa)", True, True),
+        "mae": MetricInfo("ordinal: mean absolute error in grades (eval results.mae)", False, False),
     }
 
     def extract(self, results: dict[str, Any]) -> dict[str, float]:
-        return {f"eval.{key}": number(results.get(key)) for key in self.metrics}
+        out = {}
+        for key in self.metrics:
+            metric, _, side = key.partition("_ci_")
+            out[f"eval.{key}"] = (
+                _bound(results, metric, 0 if side == "low" else 1) if side else number(results.get(key))
+            )
+        return out
 
     def summary(self, results: dict[str, Any]) -> list[SummaryRow]:
-        return [
+        level = confidence_percent(results)
+        rows = [
             SummaryRow("accuracy", results.get("accuracy")),
             SummaryRow("balanced accuracy", results.get("balanced_accuracy")),
             SummaryRow("AUC", results.get("auc")),
-            SummaryRow("n", results.get("n")),
+            SummaryRow(f"AUC {level} interval", interval_text(results, "auc")),
         ]
+        if results.get("threshold") is not None:
+            at = f" at threshold {number(results.get('threshold')):g}"
+            rows += [
+                SummaryRow(f"sensitivity{at}", results.get("sensitivity")),
+                SummaryRow(f"specificity{at}", results.get("specificity")),
+            ]
+        if results.get("kappa") is not None or results.get("mae") is not None:
+            rows += [
+                SummaryRow("quadratic-weighted kappa", results.get("kappa")),
+                SummaryRow("mean absolute error (grades)", results.get("mae")),
+            ]
+        return [*rows, SummaryRow("ECE", results.get("ece")), SummaryRow("n", results.get("n"))]
 
     def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
         from medaudit.report.tables import eval_tables
 
         return list(eval_tables(results, f"Clean metrics: {data_label}"))
+
+    def check(self, options: EvalOptions, context: Context) -> None:
+        eval_config(options, context)
+
+    def run(
+        self, prepared: Prepared, options: EvalOptions, context: Context
+    ) -> tuple[dict[str, Any], EvalResult]:
+        from medaudit.evaluate import evaluate
+
+        config = eval_config(options, context)
+        with context.progress("evaluating", prepared.data.n) as advance:
+            result = evaluate(prepared.model, prepared.data, config, advance)
+        return asdict(options), result

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.console import RenderableType
 
-from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number, table
+from medaudit.audits.base import Audit, Context, MetricInfo, SummaryRow, number, table
 from medaudit.options import setting
+
+if TYPE_CHECKING:
+    from medaudit.intrinsic import IntrinsicConfig
+    from medaudit.intrinsic.audit import IntrinsicResult
+    from medaudit.sources import Prepared
 
 PANEL = "Intrinsic"
 
@@ -50,10 +55,34 @@ def _pair(part: dict[str, Any]) -> str:
     return f"{SummaryRow('', part.get('twonn'), 1).text} / {SummaryRow('', part.get('mle'), 1).text}"
 
 
+def intrinsic_config(options: IntrinsicOptions, context: Context) -> IntrinsicConfig:
+    """The estimators' configuration from the settings."""
+    from medaudit.intrinsic import DimensionConfig, IntrinsicConfig
+    from medaudit.intrinsic.smoothness import LipschitzConfig
+
+    batch_size, seed = context.batch_size, context.seed
+    return IntrinsicConfig(
+        dimension=DimensionConfig(
+            k=options.k, normalizer=options.normalizer.value, rounds=options.rounds, seed=seed
+        ),
+        layer=options.layer,
+        batch_size=batch_size,
+        lipschitz=LipschitzConfig(
+            eps=options.lipschitz_eps, steps=options.lipschitz_steps, batch_size=batch_size, seed=seed
+        )
+        if options.lipschitz
+        else None,
+    )
+
+
 class IntrinsicAudit(Audit):
     name = "intrinsic"
     Options = IntrinsicOptions
     title = "Intrinsic properties"
+    help = (
+        "Label sharpness K_F, intrinsic dimension of the data (and of a model's features), model smoothness."
+    )
+    shardable = "the intrinsic audit needs every image at once (all pairs)"
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "k_f": MetricInfo("label sharpness K_F of the data", None, False),
         "d_data_mle": MetricInfo("intrinsic dimension of the data, MLE", None, False),
@@ -96,3 +125,16 @@ class IntrinsicAudit(Audit):
         from medaudit.report.tables import intrinsic_table
 
         return [intrinsic_table(results, f"Intrinsic properties: {data_label}")]
+
+    def check(self, options: IntrinsicOptions, context: Context) -> None:
+        intrinsic_config(options, context)
+
+    def run(
+        self, prepared: Prepared, options: IntrinsicOptions, context: Context
+    ) -> tuple[dict[str, Any], IntrinsicResult]:
+        from medaudit.intrinsic import run_intrinsic
+
+        config = intrinsic_config(options, context)
+        with context.stages() as update:
+            result = run_intrinsic(prepared.data, prepared.model, config, update)
+        return config.to_dict(), result

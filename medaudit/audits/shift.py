@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.console import RenderableType
 
-from medaudit.audits.base import Audit, MetricInfo, SummaryRow, number, table
+from medaudit.audits.base import Audit, Context, MetricInfo, SummaryRow, number, table
+from medaudit.errors import ConfigError
 from medaudit.options import setting
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from medaudit.data import AuditData
+    from medaudit.shift.benchmark import ShiftConfig, ShiftResult
+    from medaudit.sources import Prepared
 
 PANEL = "Shift"
 
@@ -55,9 +63,69 @@ class ShiftOptions:
     )
 
 
+def parse_severities(text: str) -> tuple[int, ...]:
+    from medaudit.shift.catalogue import SEVERITIES
+
+    try:
+        values = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise ConfigError(f"--severities takes integers 1..5 separated by commas, got '{text}'") from None
+    if not values or not set(values) <= set(SEVERITIES):
+        raise ConfigError(f"--severities takes values in 1..5, got {list(values)}")
+    return values
+
+
+def _no_modality() -> ConfigError:
+    return ConfigError(
+        "which corruptions suit your data? give --modality "
+        f"({', '.join(m.value for m in Modality)}) or --dataset for MedMNIST data"
+    )
+
+
+def shift_config(data: AuditData, options: ShiftOptions, context: Context) -> ShiftConfig:
+    """Which table and corruptions: --modality, else the MedMNIST dataset audited."""
+    from medaudit.shift import catalogue
+    from medaudit.shift.benchmark import ShiftConfig
+    from medaudit.shift.corrupt import default_mode
+
+    dataset = data.identity.get("name") if data.identity.get("source") == "medmnist" else None
+    modality = options.modality.value if options.modality else None
+    if dataset is None and modality is None:
+        raise _no_modality()
+    source = catalogue.params_source(dataset, modality)
+    names = (
+        tuple(part.strip() for part in options.corruptions.split(",") if part.strip())
+        if options.corruptions
+        else tuple(catalogue.PARAMS[source])
+    )
+    chosen_mode = default_mode(data.size[0]) if options.mode is Mode.auto else options.mode.value
+    return ShiftConfig(
+        corruptions=names, source=source, mode=chosen_mode, severities=parse_severities(options.severities),
+        seed=context.seed, batch_size=context.batch_size,
+    )  # fmt: skip
+
+
+def corruption_rows(data: AuditData, config: ShiftConfig) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
+    """Image 0 of the audited data, and it under every corruption and severity, exactly as evaluated."""
+    from medaudit.shift.corrupt import apply_uint8
+
+    clean = data.uint8_images(0, 1).permute(0, 2, 3, 1).numpy()
+    rows = {
+        name: [
+            apply_uint8(
+                clean, name, s, config.seed, source=config.params_from(name), mode=config.mode, indices=[0]
+            )[0]
+            for s in config.severities
+        ]
+        for name in config.corruptions
+    }
+    return clean[0], rows
+
+
 class ShiftAudit(Audit):
     name = "shift"
     Options = ShiftOptions
+    help = "Accuracy and balanced error under MedMNIST-C corruptions, per corruption and severity."
     title = "Distribution shift"
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "clean_be": MetricInfo("balanced error without corruption (summary.clean_be)", False, True),
@@ -108,3 +176,31 @@ class ShiftAudit(Audit):
         from medaudit.report.tables import note_lines, shift_tables
 
         return [*shift_tables(results, f"Shift: {data_label}"), *note_lines(results)]
+
+    def check(self, options: ShiftOptions, context: Context) -> None:
+        from medaudit.shift.corrupt import corruptions
+
+        for name in (options.corruptions or "").split(","):
+            if name.strip():
+                corruptions.get(name.strip())
+        if context.data_file is not None and options.modality is None:
+            raise _no_modality()
+        parse_severities(options.severities)
+
+    def run(
+        self, prepared: Prepared, options: ShiftOptions, context: Context
+    ) -> tuple[dict[str, Any], ShiftResult]:
+        from medaudit.shift.benchmark import run_shift
+
+        config = shift_config(prepared.data, options, context)
+        cells = len(config.corruptions) * len(config.severities)
+        with context.progress("corrupting and predicting", prepared.data.n * cells) as advance:
+            result = run_shift(prepared.model, prepared.data, config, advance)
+        return config.to_dict(), result
+
+    def figures(self, prepared: Prepared, result: ShiftResult) -> dict[str, bytes]:
+        from medaudit.report.figures import corruption_grid_png
+
+        clean, rows = corruption_rows(prepared.data, result.config)
+        title = f"{prepared.data.describe()}: image 0 under each corruption ({result.config.mode})"
+        return {"corruption grid": corruption_grid_png(clean, rows, title)}

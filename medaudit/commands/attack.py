@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 
-from medaudit.attacks import run_attacks
-from medaudit.attacks.checks import AuditedSweep, run_checks
-from medaudit.attacks.margin import MarginConfig, MarginResult, minimal_perturbation
-from medaudit.attacks.plan import build_config, check_request, parse_eps
-from medaudit.audits.attack import PANEL, AttackOptions
+from medaudit.audits.attack import PANEL, AttackAudit, AttackOptions
 from medaudit.commands.common import (
     JsonOpt,
-    Prepared,
     ShardOpt,
     Timer,
     check_output_target,
     emit,
-    input_files,
     prepare,
     print_warnings,
     refuse_with_shard,
     stderr_console,
 )
+from medaudit.commands.progress import context as progress_context
 from medaudit.commands.progress import progress_bar
 from medaudit.errors import ConfigError
 from medaudit.options import with_settings
-from medaudit.report import artifacts, tables
+from medaudit.report import tables
 from medaudit.settings import DataSettings, ModelSettings, RunSettings
+from medaudit.sources import input_files
+
+if TYPE_CHECKING:
+    from medaudit.attacks.checks import AuditedSweep
+    from medaudit.attacks.margin import MarginConfig, MarginResult
+    from medaudit.sources import Prepared
 
 
 @with_settings(options=AttackOptions, model=ModelSettings, data=DataSettings, run_settings=RunSettings)
@@ -74,6 +76,8 @@ def attack_command(
     """Adversarial robustness: worst case per sample over attacks and restarts, plus honesty checks."""
     console, timer = stderr_console(), Timer()
     batch_size, seed = run_settings.batch_size, data.seed
+    audit = AttackAudit()
+    context = progress_context(console, batch_size, seed, data.data)
     if margin and (save_adv is not None or save_grid is not None):
         raise ConfigError("--save-adv and --save-grid save a sweep's images: drop them with --margin")
     inputs = input_files(model.path, data.data)
@@ -84,13 +88,20 @@ def attack_command(
     if margin:  # every option is checked before the model and data are loaded
         margin_config = _margin_config(options, tolerance, batch_size, seed)
     else:
-        check_options(options, batch_size, seed)
+        audit.check(options, context)
     run = prepare(model, data, run_settings, json_target=json, shard=shard)
     state: MarginResult | AuditedSweep
     if margin_config is not None:
-        command, config, state, warnings = _margin(run, margin_config)
+        command, config, state = "attack-margin", *_margin(run, margin_config)
+        tables.show(console, tables.audit_tables(command, state.to_dict(), run.data.describe()))
+        warnings = run.warnings
     else:
-        command, config, state, warnings = sweep_section(run, options, batch_size, seed, save_adv, save_grid)
+        command = "attack"
+        keep = save_adv is not None or save_grid is not None
+        config, state = audit.sweep(run, options, context, keep_adversarial=keep)
+        tables.show(console, audit.tables(state.to_dict(), run.data.describe()))
+        warnings = run.warnings + state.warnings()
+        _save(console, state, run, save_adv, save_grid)
     print_warnings(console, warnings)
     doc = run.document(
         command,
@@ -104,52 +115,26 @@ def attack_command(
     emit(console, json, doc)
 
 
-def check_options(options: AttackOptions, batch_size: int, seed: int) -> None:
-    """Everything about the sweep that can be checked before the model and data are loaded."""
-    check_request(options.attack, options.eps, options.norm.value, batch_size, seed, **options.effort)
+def _save(
+    console: Console, audited: AuditedSweep, run: Prepared, adv: Path | None, grid: Path | None
+) -> None:
+    """The sweep's images: ``--save-adv`` (.npz) and ``--save-grid`` (PNG)."""
+    from medaudit.report import artifacts
 
-
-def sweep_section(
-    run: Prepared,
-    options: AttackOptions,
-    batch_size: int,
-    seed: int,
-    save_adv: Path | None = None,
-    save_grid: Path | None = None,
-) -> tuple[str, dict[str, Any], AuditedSweep, list[str]]:
-    """Run the sweep and its honesty checks, print the tables, save the artifacts (also used by ``run``)."""
-    console = stderr_console()
-    norm = options.norm
-    config, notes = build_config(
-        options.attack, run.model, options.eps, norm.value, batch_size, seed, **options.effort
-    )
-    keep = save_adv is not None or save_grid is not None
-    with progress_bar(console, "attacking", run.data.n * len(config.eps) * len(config.attacks)) as advance:
-        result = run_attacks(run.model, run.data, config, advance, keep_adversarial=keep)
-    with progress_bar(console, "honesty checks", None):
-        audited = AuditedSweep(result, run_checks(run.model, run.data, result), tuple(notes))
-    warnings = run.warnings + audited.warnings()
-    tables.show(console, tables.audit_tables("attack", audited.to_dict(), run.data.describe()))
-    if save_adv is not None:
-        artifacts.save_adversarial(save_adv, result, run.data)
-        console.print(f"adversarial examples written to {save_adv}", markup=False, highlight=False)
-    if save_grid is not None:
-        rows = artifacts.save_grid(save_grid, result, run.data)
+    if adv is not None:
+        artifacts.save_adversarial(adv, audited.result, run.data)
+        console.print(f"adversarial examples written to {adv}", markup=False, highlight=False)
+    if grid is not None:
+        rows = artifacts.save_grid(grid, audited.result, run.data)
         console.print(
-            f"grid of {rows} broken samples written to {save_grid}"
-            if rows
-            else "nothing broken: no grid written"
+            f"grid of {rows} broken samples written to {grid}" if rows else "nothing broken: no grid written"
         )
-    config_record = {
-        "attacks": list(config.attacks),
-        "eps": list(config.eps),
-        "norm": config.norm,
-        "params": config.params,
-    }
-    return "attack", config_record, audited, warnings
 
 
 def _margin_config(options: AttackOptions, tolerance: float, batch_size: int, seed: int) -> MarginConfig:
+    from medaudit.attacks.margin import MarginConfig
+    from medaudit.attacks.plan import parse_eps
+
     return MarginConfig(
         attack="pgd-cw" if options.attack == "auto" else options.attack, norm=options.norm.value,
         eps_max=max(parse_eps(options.eps)), tolerance=tolerance,
@@ -158,16 +143,16 @@ def _margin_config(options: AttackOptions, tolerance: float, batch_size: int, se
     )  # fmt: skip
 
 
-def _margin(run: Prepared, config: MarginConfig) -> tuple[str, dict[str, Any], MarginResult, list[str]]:
-    console = stderr_console()
+def _margin(run: Prepared, config: MarginConfig) -> tuple[dict[str, Any], MarginResult]:
+    from medaudit.attacks.margin import minimal_perturbation
+
     if not run.model.has_gradients:
         raise ConfigError("--margin needs gradients and this model is black-box only")
-    with progress_bar(console, "bisecting", run.data.n) as advance:
+    with progress_bar(stderr_console(), "bisecting", run.data.n) as advance:
         result = minimal_perturbation(run.model, run.data, config, advance)
-    tables.show(console, tables.audit_tables("attack-margin", result.to_dict(), run.data.describe()))
     config_record = {
         "margin": {
             k: getattr(config, k) for k in ("attack", "norm", "eps_max", "tolerance", "steps", "restarts")
         }
     }
-    return "attack-margin", config_record, result, run.warnings
+    return config_record, result

@@ -15,22 +15,19 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from medaudit.data import AuditData, DataSpec, load_data
-from medaudit.document import document
 from medaudit.errors import INTERNAL_ERROR, INTERRUPTED, ConfigError, MedauditError, what_raised
-from medaudit.models import AuditModel, InputSpec, LoadOptions, bind_model, load_model
-from medaudit.models.card import card_path_for
 from medaudit.report.atomic import check_target, mark_read, reading_session
 from medaudit.report.schema import write_json
-from medaudit.settings import RUN_PANEL, DataSettings, Device, ModelSettings, RunSettings
-from medaudit.sharding import Shard, digests, encode
-from medaudit.task import Task
+from medaudit.settings import RUN_PANEL, DataSettings, ModelSettings, RunSettings
+
+if TYPE_CHECKING:
+    from medaudit.sources import Prepared
 
 ShardOpt = Annotated[
     str | None,
@@ -70,15 +67,6 @@ def configure(settings: Settings) -> None:
 def settings() -> Settings:
     """The global options of this invocation."""
     return _settings
-
-
-def parse_floats(text: str | None, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{option} takes numbers separated by commas, got '{text}'") from None
 
 
 def stderr_console() -> Console:
@@ -153,51 +141,6 @@ def install_signal_handlers() -> None:
                 signal.signal(signum, _raise_interrupted)
 
 
-def model_path(model: ModelSettings) -> Path:
-    """The model file, which every command but ``shift --list`` and ``intrinsic`` of data needs."""
-    if model.path is None:
-        raise ConfigError("give a model file")
-    return model.path
-
-
-def load_options(
-    model: ModelSettings, device: Device, arch_source: str = "--arch", arch_search: Path | None = None
-) -> LoadOptions:
-    spec = InputSpec(
-        channels=model.channels,
-        input_size=model.input_size,
-        mean=parse_floats(model.mean, "--mean"),
-        std=parse_floats(model.std, "--std"),
-    )
-    return LoadOptions(
-        arch=model.arch,
-        arch_source=arch_source,
-        arch_search=arch_search or Path.cwd(),  # --arch mymodels:f finds ./mymodels.py
-        trust_checkpoint=model.trust_checkpoint,
-        spec=spec,
-        device=device.value,
-    )
-
-
-def data_spec(model: AuditModel | None, data: DataSettings) -> DataSpec:
-    """The user's data options; without any, the dataset the model card names."""
-    dataset, size = data.dataset, data.size
-    if dataset is None and data.data is None and model is not None and model.info.dataset:
-        dataset = model.info.dataset
-        size = size or model.info.dataset_size
-    return DataSpec(
-        dataset=dataset,
-        size=size,
-        split=data.split.value,
-        data_root=data.data_root,
-        download=data.download,
-        data=data.data,
-        task=Task.parse(data.task) if data.task else None,
-        limit=data.limit,
-        seed=data.seed,
-    )
-
-
 def refuse_with_shard(shard: str | None, **outputs: Any) -> None:
     """Pictures and files of the whole audit cannot come from one shard: fail before any work."""
     given = [f"--{name.replace('_', '-')}" for name, value in outputs.items() if value]
@@ -206,11 +149,6 @@ def refuse_with_shard(shard: str | None, **outputs: Any) -> None:
             f"{', '.join(given)} cannot be combined with --shard: a shard holds part of the images; "
             "run without --shard for these files"
         )
-
-
-def input_files(model: Path | None, data: Path | None) -> list[Path]:
-    """The files a model+data audit reads directly: the model, its card and the data."""
-    return [p for p in (model, model and card_path_for(model), data) if p is not None]
 
 
 def check_output_target(target: str | Path | None, protected: list[Path], option: str = "--json") -> None:
@@ -234,31 +172,6 @@ def check_output_target(target: str | Path | None, protected: list[Path], option
     check_target(path, option)
 
 
-@dataclass
-class Prepared:
-    """A bound model, its data, and the configuration that produced them (for the JSON)."""
-
-    model: AuditModel
-    data: AuditData
-    warnings: list[str]
-    config: dict[str, Any]
-    shard: dict[str, int] | None = None
-    """Which part of the data this run audits (``--shard``), None for all of it."""
-
-    def document(self, command: str, config: dict[str, Any], results: dict[str, Any], **fields: Any) -> dict:
-        """The command's JSON document; the data identity is the audited images'."""
-        data = {**self.data.identity, "n": self.data.n}
-        return document(command, config, results, model=self.model.describe(), data=data, **fields)
-
-    def attach_state(self, doc: dict[str, Any], sections: dict[str, Any], **extra: Any) -> None:
-        """For a shard, the per-sample state ``medaudit merge`` needs and its digests, which merge
-        checks (see ``medaudit.sharding``); call it on the finished document."""
-        if self.shard is not None:
-            state = {"sections": sections, "warnings": self.warnings, **extra}
-            doc["shard"] = {**self.shard, "state": encode(state)}
-            doc["shard"]["digest"] = digests(doc)
-
-
 def prepare(
     model: ModelSettings,
     data: DataSettings,
@@ -266,39 +179,13 @@ def prepare(
     *,
     json_target: str | None,
     shard: str | None = None,
-    arch_source: str = "--arch",
-    arch_search: Path | None = None,
 ) -> Prepared:
-    """Everything an audit command does before auditing: check --json, load, bind, and
-    cut out ``shard`` ('i/n') on multiples of the batch size."""
-    part = Shard.parse(shard)
-    path = model_path(model)
-    inputs = input_files(path, data.data)
-    check_output_target(json_target, inputs)
-    for source in inputs:
-        mark_read(source)
-    options = load_options(model, run.device, arch_source, arch_search)
-    data_spec(None, data)  # the data options alone fail before anything is loaded
-    audit_model = load_model(path, options)
-    spec = data_spec(audit_model, data)
-    audit_data = load_data(spec)
-    mark_read(audit_data.identity.get("path"))  # also the MedMNIST file the card's dataset led to
-    warnings_ = bind_model(audit_model, audit_data)
-    record = None
-    if part is not None:
-        start, stop = part.bounds(audit_data.n, run.batch_size)
-        record = part.to_dict(start, stop, audit_data.n)
-        audit_data = audit_data.shard(start, stop, record)
-    config = {
-        "device": run.device.value,
-        "load": {
-            "arch": model.arch,
-            "trust_checkpoint": model.trust_checkpoint,
-            "spec_overrides": options.spec.to_dict(),
-        },
-        "data": spec.to_dict(),
-    }
-    return Prepared(audit_model, audit_data, warnings_, config, record)
+    """``sources.prepare`` after checking that ``--json`` can be written without replacing an input."""
+    from medaudit import sources
+    from medaudit.sources import input_files
+
+    check_output_target(json_target, input_files(sources.model_path(model), data.data))
+    return sources.prepare(model, data, run, shard=shard)
 
 
 def print_warnings(console: Console, warnings_: list[str]) -> None:

@@ -8,44 +8,24 @@ from typing import Annotated
 
 import typer
 
-from medaudit.audits.intrinsic import PANEL, IntrinsicOptions
+from medaudit.audits.base import Context
+from medaudit.audits.intrinsic import PANEL, IntrinsicOptions, intrinsic_config
 from medaudit.commands.common import (
     JsonOpt,
     Timer,
     check_output_target,
-    data_spec,
     emit,
-    input_files,
     prepare,
     print_warnings,
     stderr_console,
 )
 from medaudit.commands.progress import stage_status
-from medaudit.data import load_data
 from medaudit.document import document
 from medaudit.errors import ConfigError
-from medaudit.intrinsic import DimensionConfig, IntrinsicConfig, run_intrinsic
-from medaudit.intrinsic.audit import nn_distance_arrays
-from medaudit.intrinsic.smoothness import LipschitzConfig
 from medaudit.options import setting, with_settings
 from medaudit.report import tables
 from medaudit.settings import DATA_PANEL, DataSettings, OptionalModelSettings, RunSettings, Split
-
-
-def intrinsic_config(options: IntrinsicOptions, batch_size: int, seed: int) -> IntrinsicConfig:
-    """The estimators' configuration from the settings (also used by ``run``)."""
-    return IntrinsicConfig(
-        dimension=DimensionConfig(
-            k=options.k, normalizer=options.normalizer.value, rounds=options.rounds, seed=seed
-        ),
-        layer=options.layer,
-        batch_size=batch_size,
-        lipschitz=LipschitzConfig(
-            eps=options.lipschitz_eps, steps=options.lipschitz_steps, batch_size=batch_size, seed=seed
-        )
-        if options.lipschitz
-        else None,
-    )
+from medaudit.sources import data_spec, input_files
 
 
 @dataclass(frozen=True)
@@ -88,9 +68,13 @@ def intrinsic_command(
     json: JsonOpt = None,
 ) -> None:
     """Label sharpness K_F, intrinsic dimension of the data (and of a model's features), model smoothness."""
+    from medaudit.data import load_data
+    from medaudit.intrinsic import run_intrinsic
+    from medaudit.intrinsic.audit import nn_distance_arrays
+
     console, timer = stderr_console(), Timer()
     batch_size, seed = run_settings.batch_size, data.seed
-    config = intrinsic_config(options, batch_size, seed)
+    config = intrinsic_config(options, Context(batch_size, seed))
     inputs = input_files(model.path, data.data)
     check_output_target(save_plot, inputs, "--save-plot")
     if model.path is None:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from medaudit import __version__
+from medaudit.audits.base import report_sections
 from medaudit.commands.common import (
     JsonOpt,
     Timer,
@@ -19,13 +20,11 @@ from medaudit.commands.common import (
     stderr_console,
 )
 from medaudit.commands.gate import gate_document, gate_table
-from medaudit.commands.run import run_sections
 from medaudit.document import document
 from medaudit.errors import GATE_FAILED, ConfigError, what_raised
 from medaudit.gate.metrics import load_report
 from medaudit.gate.policy import Verdict
 from medaudit.report import tables
-from medaudit.sharding import audit_identity, concat, decode, digests, samples
 
 PLACES = ("index", "count", "start", "stop", "total")
 """The whole numbers in a part's ``shard`` section."""
@@ -43,6 +42,8 @@ def merge_documents(parts: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, 
     ``shard.digest`` matches what it holds (``medaudit.sharding.digests``), so a part edited or
     damaged after it was written is refused (ConfigError), never merged. The digest does not
     stop someone who edits a part and recomputes it; such a part still cannot reach a traceback."""
+    from medaudit.sharding import audit_identity, concat
+
     for name, doc in parts:
         check_part(name, doc)
     parts = sorted(parts, key=lambda part: part[1]["shard"]["index"])
@@ -72,7 +73,7 @@ def merge_documents(parts: list[tuple[str, dict[str, Any]]]) -> tuple[dict[str, 
     states = [decode_state(name, doc) for name, doc in parts]
     try:
         state = concat(states)
-        sections, warnings = run_sections(state["sections"], state["warnings"])
+        sections, warnings = report_sections(state["sections"], state["warnings"])
     except (*DECODE_ERRORS, RuntimeError) as exc:
         raise ConfigError(
             f"the parts' states do not fit together ({what_raised(exc, 120)}): merge only the parts of one sharded "
@@ -117,6 +118,8 @@ def show_merged(console: Console, merged: dict[str, Any], verdicts: list[Verdict
 def check_part(name: str, doc: dict[str, Any]) -> None:
     """Refuse a part whose fields are not what ``--shard i/n`` writes, or whose digest does not
     match what it holds (edited or damaged after it was written, or from another medaudit)."""
+    from medaudit.sharding import digests
+
     shard = doc.get("shard")
     if not isinstance(shard, dict) or "state" not in shard:
         raise ConfigError(f"{name} is not a shard: it has no shard section (write parts with --shard i/n)")
@@ -164,6 +167,8 @@ def check_part(name: str, doc: dict[str, Any]) -> None:
 
 def decode_state(name: str, doc: dict[str, Any]) -> dict[str, Any]:
     """A checked part's state, decoded and checked for what merge uses (ConfigError naming ``name``)."""
+    from medaudit.sharding import decode, samples
+
     try:
         state = decode(doc["shard"]["state"])
     except ConfigError as exc:

@@ -18,12 +18,14 @@ The library functions keep receiving plain ``advance(n)`` / ``update(stage)`` ca
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import IO
 
 from rich.console import Console
@@ -38,6 +40,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from medaudit.audits.base import Context
 from medaudit.commands.common import settings
 
 INTERVAL_S = 10.0
@@ -231,3 +234,17 @@ def stage_status(console: Console, first: str = "starting") -> Iterator[Callable
             finished = True
         finally:
             lines.stop(finished)
+
+
+def context(
+    console: Console, batch_size: int, seed: int, data_file: Path | None, sharded: bool = False
+) -> Context:
+    """An audit's context with progress on ``console`` (bars on a terminal, lines elsewhere)."""
+    return Context(
+        batch_size=batch_size,
+        seed=seed,
+        data_file=data_file,
+        sharded=sharded,
+        progress=functools.partial(progress_bar, console),
+        stages=functools.partial(stage_status, console),
+    )

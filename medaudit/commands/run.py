@@ -2,135 +2,81 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
-from medaudit.attacks.checks import AuditedSweep
+from medaudit import sources
 from medaudit.audit_config import ARCH_SOURCE, AuditFile, example_for, read_audit_file
-from medaudit.audits.attack import AttackOptions
-from medaudit.audits.base import NoOptions
-from medaudit.audits.confounders import ProbeOptions
-from medaudit.audits.intrinsic import IntrinsicOptions
-from medaudit.audits.shift import ShiftOptions
-from medaudit.commands.attack import check_options as check_attack_options
-from medaudit.commands.attack import sweep_section
+from medaudit.audits import audits
+from medaudit.audits.base import Context, report_sections
 from medaudit.commands.common import (
+    RUN_PANEL,
     JsonOpt,
-    Prepared,
     ShardOpt,
     Timer,
     check_output_target,
     emit,
-    input_files,
-    prepare,
     print_warnings,
     refuse_with_shard,
     stderr_console,
 )
-from medaudit.commands.confounders import confounders_section, positive_index, probe_config
 from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_document, gate_table, write_ci
-from medaudit.commands.intrinsic import intrinsic_config
-from medaudit.commands.progress import audit_prefix, progress_bar, stage_status
-from medaudit.commands.shift import check_options as check_shift_options
-from medaudit.commands.shift import shift_config, shift_section
-from medaudit.confounders.probe import ProbeResult
-from medaudit.errors import ConfigError
-from medaudit.evaluate import EvalConfig, EvalResult, evaluate
+from medaudit.commands.merge import merge_documents, show_merged
+from medaudit.commands.progress import audit_prefix, progress_bar
+from medaudit.commands.progress import context as progress_context
+from medaudit.errors import GATE_FAILED, ConfigError
 from medaudit.gate import load_policy
-from medaudit.gate.policy import policy_table
-from medaudit.intrinsic import run_intrinsic
-from medaudit.intrinsic.audit import IntrinsicResult
+from medaudit.gate.policy import Verdict, policy_table
+from medaudit.options import in_file_words
 from medaudit.report import ci, tables
 from medaudit.report.atomic import write_atomic
 from medaudit.report.html import write_html
-from medaudit.shift.benchmark import ShiftResult
+from medaudit.sources import Prepared, input_files
 
 
 def _prepare(audit: AuditFile, shard: str | None) -> Prepared:
     audit.check_paths()  # a missing file's error says the audit file's paths are relative to it
-    # json_target None: checked with the other outputs by run_command; [model] arch is looked up
-    # in the audit file's folder first, as --arch is in the current folder
-    return prepare(
+    # --json is checked with the other outputs by run_command; [model] arch is looked up in the
+    # audit file's folder first, as --arch is in the current folder
+    return sources.prepare(
         audit.model,
         audit.data,
         audit.run,
-        json_target=None,
         shard=shard,
         arch_source=ARCH_SOURCE,
         arch_search=audit.path.parent,
     )
 
 
-def _eval(run: Prepared, options: NoOptions, batch_size: int) -> tuple[dict[str, Any], EvalResult]:
-    console = stderr_console()
-    with progress_bar(console, "evaluating", run.data.n) as advance:
-        result = evaluate(run.model, run.data, EvalConfig(batch_size=batch_size), advance)
-    tables.show(console, tables.audit_tables("eval", result.to_dict(), run.data.describe()))
-    return {}, result
+@contextmanager
+def _file_words(audit: AuditFile) -> Iterator[None]:
+    """Errors in the audit file's words: ``[attack] eps`` where the library says ``--eps``."""
+    sections = {"model": type(audit.model), "data": type(audit.data), "run": type(audit.run)}
+    sections |= {name: type(options) for name, options in audit.audits.items()}
+    try:
+        yield
+    except ConfigError as exc:
+        message = in_file_words(str(exc), sections)
+        if message == str(exc):
+            raise
+        raise ConfigError(f"{audit.path}: {message}") from exc
 
 
-def _attack(run: Prepared, options: AttackOptions, batch_size: int, seed: int) -> tuple[dict, AuditedSweep]:
-    _, config, audited, _ = sweep_section(run, options, batch_size, seed)
-    return config, audited
-
-
-def _shift(run: Prepared, options: ShiftOptions, batch_size: int, seed: int) -> tuple[dict, ShiftResult]:
-    config = shift_config(run.data, options, seed, batch_size)
-    result, _ = shift_section(run, config)
-    return config.to_dict(), result
-
-
-def _confounders(
-    run: Prepared, options: ProbeOptions, batch_size: int, seed: int
-) -> tuple[dict, ProbeResult]:
-    positive = positive_index(run.data, options.positive_class)
-    config = replace(probe_config(options, batch_size, seed), positive_class=positive)
-    result, _ = confounders_section(run, config)
-    return config.to_dict(), result
-
-
-def _intrinsic(
-    run: Prepared, options: IntrinsicOptions, batch_size: int, seed: int
-) -> tuple[dict, IntrinsicResult]:
-    config = intrinsic_config(options, batch_size, seed)
-    console = stderr_console()
-    with stage_status(console) as update:
-        result = run_intrinsic(run.data, run.model, config, update)
-    tables.show(console, tables.audit_tables("intrinsic", result.to_dict(), run.data.describe()))
-    return config.to_dict(), result
-
-
-RUNNERS: dict[str, Callable[[Prepared, Any, int, int], tuple[dict[str, Any], Any]]] = {
-    "eval": lambda run, options, batch_size, seed: _eval(run, options, batch_size),
-    "attack": _attack,
-    "shift": _shift,
-    "confounders": _confounders,
-    "intrinsic": _intrinsic,
-}
-"""How ``run`` runs each audit: (prepared, options, batch size, seed) -> (config record, result)."""
-
-
-def _check_options(audit: AuditFile) -> None:
+def _check_options(audit: AuditFile, context: Context, shard: str | None) -> None:
     """Every audit's options, checked before the model and data are loaded (what needs them,
     such as the attack plan for a black-box model, is checked when they are)."""
-    batch_size, seed = audit.run.batch_size, audit.data.seed
     for name, options in audit.audits.items():
-        if name not in RUNNERS:
+        entry = audits.get(name)
+        if shard is not None and entry.shardable is not None:
             raise ConfigError(
-                f"{audit.path}: [{name}] cannot run from an audit file yet: use `medaudit {name}`"
+                f"{entry.shardable}: run it without --shard, from an audit file without [{name}]"
             )
-        if name == "attack":
-            check_attack_options(options, batch_size, seed)
-        elif name == "shift":
-            check_shift_options(options, audit.data.data)
-        elif name == "confounders":
-            probe_config(options, batch_size, seed)
-        elif name == "intrinsic":
-            intrinsic_config(options, batch_size, seed)
+        entry.check(options, context)
 
 
 def run_command(
@@ -149,6 +95,24 @@ def run_command(
     junit: JunitOpt = None,
     markdown: MarkdownOpt = None,
     shard: ShardOpt = None,
+    parts: Annotated[
+        int | None,
+        typer.Option(
+            "--parts",
+            min=1,
+            help="Run the audit as N shards in parallel on Ray (with --ray) and merge them into the one report.",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Ray cluster for --parts: 'local' starts one on this machine, 'auto' joins the running one, "
+            "or ray://HOST:PORT. Needs the ray extra (pip install 'medaudit[ray]').",
+            rich_help_panel=RUN_PANEL,
+        ),
+    ] = None,
     json: JsonOpt = None,
 ) -> None:
     """The whole audit from one file: model and data loaded once, every audit in it, one report, the gate.
@@ -161,25 +125,63 @@ def run_command(
     inputs = [audit_file, *input_files(audit.model.path, audit.data.data), *([policy] if policy else [])]
     check_outputs({"--json": json, "--html": html, "--junit": junit, "--markdown": markdown}, inputs)
     refuse_with_shard(shard, html=html, junit=junit, markdown=markdown)
-    if shard is not None and "intrinsic" in audit.audits:
-        raise ConfigError(
-            "the intrinsic audit needs every image at once (all pairs): "
-            "run it without --shard, from an audit file without [intrinsic]"
-        )
     gate_source = policy if policy is not None else audit.gate
     rules = (
         load_policy(gate_source) if gate_source is not None else None
     )  # typos fail now, not after the audit
-    _check_options(audit)
-    run = _prepare(audit, shard)
-    print_warnings(console, run.warnings)
+    if parts is not None or ray is not None:
+        _check_parts(parts, ray, shard, audit)
+        assert parts is not None and ray is not None
+        from medaudit.scaleout import run_parts
+
+        with _file_words(audit):
+            _check_options(
+                audit, progress_context(console, audit.run.batch_size, audit.data.seed, None), "0/1"
+            )
+        docs = run_parts(audit_file, policy, parts, ray, progress_bar)
+        doc, verdicts = merge_documents(docs)
+        doc["wall_time_s"] = round(timer.elapsed, 3)
+        show_merged(console, doc, verdicts)
+        _outputs(console, doc, verdicts, audit_file, json, html, junit, markdown, {})
+        return
+    doc, run, states = _audit(audit_file, audit, shard, console, timer)
+    if shard is not None:  # the gate judges the merged report (medaudit merge), not a part
+        doc["gate"] = None
+        table = policy_table(gate_source) if isinstance(gate_source, Path) else gate_source
+        run.attach_state(doc, states, gate=table)
+        emit(console, json, doc)
+        return
+    verdicts = gate_document(doc, rules)[0] if rules is not None else []
+    doc["gate"] = [v.to_dict() for v in verdicts] if rules is not None else None
+    if rules is not None:
+        console.print(gate_table(verdicts))
+    pictures = {
+        caption: png
+        for name, state in states.items()
+        for caption, png in (audits.get(name).figures(run, state).items() if html is not None else ())
+    }
+    _outputs(console, doc, verdicts, audit_file, json, html, junit, markdown, pictures)
+
+
+def _audit(
+    audit_file: Path, audit: AuditFile, shard: str | None, console: Console, timer: Timer
+) -> tuple[dict[str, Any], Prepared, dict[str, Any]]:
+    """Every audit of the file on the model loaded once: the report (without its gate), the
+    prepared sources and each audit's result."""
     batch_size, seed = audit.run.batch_size, audit.data.seed
-    states: dict[str, Any] = {}
-    configs: dict[str, Any] = {}
-    for index, (name, options) in enumerate(audit.audits.items(), 1):
-        with audit_prefix(name, index, len(audit.audits)):
-            configs[name], states[name] = RUNNERS[name](run, options, batch_size, seed)
-    sections, warnings = run_sections(states, run.warnings)
+    context = progress_context(console, batch_size, seed, audit.data.data, sharded=shard is not None)
+    with _file_words(audit):
+        _check_options(audit, context, shard)
+        run = _prepare(audit, shard)
+        print_warnings(console, run.warnings)
+        states: dict[str, Any] = {}
+        configs: dict[str, Any] = {}
+        for index, (name, options) in enumerate(audit.audits.items(), 1):
+            entry = audits.get(name)
+            with audit_prefix(name, index, len(audit.audits)):
+                configs[name], states[name] = entry.run(run, options, context)
+            tables.show(console, entry.tables(states[name].to_dict(), run.data.describe()))
+    sections, warnings = report_sections(states, run.warnings)
     console.print(tables.run_summary_table(sections, f"Audit summary: {run.data.describe()}"))
     doc = run.document(
         "run",
@@ -189,19 +191,43 @@ def run_command(
         wall_time_s=timer.elapsed,
         warnings=warnings,
     )
-    if shard is not None:  # the gate judges the merged report (medaudit merge), not a part
-        doc["gate"] = None
-        table = policy_table(gate_source) if isinstance(gate_source, Path) else gate_source
-        run.attach_state(doc, states, gate=table)
-        emit(console, json, doc)
-        return
-    verdicts, code = gate_document(doc, rules) if rules is not None else ([], 0)
-    doc["gate"] = [v.to_dict() for v in verdicts] if rules is not None else None
-    if rules is not None:
-        console.print(gate_table(verdicts))
+    return doc, run, states
+
+
+def audit_part(audit_file: Path, policy: Path | None, shard: str) -> dict[str, Any]:
+    """The JSON of ``medaudit run AUDIT_FILE --shard I/N`` (what a scale-out worker computes)."""
+    console, timer = stderr_console(), Timer()
+    audit = read_audit_file(audit_file)
+    gate_source = policy if policy is not None else audit.gate
+    doc, run, states = _audit(audit_file, audit, shard, console, timer)
+    doc["gate"] = None
+    table = policy_table(gate_source) if isinstance(gate_source, Path) else gate_source
+    run.attach_state(doc, states, gate=table)
+    return doc
+
+
+def _check_parts(parts: int | None, ray: str | None, shard: str | None, audit: AuditFile) -> None:
+    if parts is None or ray is None:
+        raise ConfigError("--parts N and --ray ADDRESS go together: the parts run as Ray tasks")
+    if shard is not None:
+        raise ConfigError("--parts cannot be combined with --shard: --parts runs every shard itself")
+
+
+def _outputs(
+    console: Console,
+    doc: dict[str, Any],
+    verdicts: list[Verdict],
+    audit_file: Path,
+    json: str | None,
+    html: str | None,
+    junit: str | None,
+    markdown: str | None,
+    pictures: dict[str, bytes],
+) -> None:
+    """The report's files, then the exit code of the gate verdict."""
     emit(console, json, doc)
     if html is not None:
-        write_html(html, doc, _example_images(run, sections, configs))
+        write_html(html, doc, pictures)
         console.print(f"HTML report written to {html}", markup=False, highlight=False)
     write_ci(
         junit,
@@ -211,40 +237,8 @@ def run_command(
         ci.markdown_summary(doc, verdicts),
         ci.check_cases(doc),
     )
-    if code:
-        raise typer.Exit(code)
-
-
-def run_sections(states: dict[str, Any], base_warnings: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Each audit's JSON section from its result, and the report's warnings (also used by merge)."""
-    sections = {name: state.to_dict() for name, state in states.items()}
-    warnings = list(base_warnings)
-    for state in states.values():
-        warnings += state.warnings() if hasattr(state, "warnings") else []
-    return sections, warnings
-
-
-def _example_images(run: Prepared, sections: dict[str, Any], configs: dict[str, Any]) -> dict[str, bytes]:
-    """Pictures for the HTML report that the JSON cannot hold: image 0 under every corruption."""
-    if "shift" not in sections:
-        return {}
-    from medaudit.report.figures import corruption_grid_png
-    from medaudit.shift.corrupt import apply_uint8, param_source
-
-    config = configs["shift"]
-    clean = run.data.uint8_images(0, 1).permute(0, 2, 3, 1).numpy()
-    rows = {
-        name: [
-            apply_uint8(
-                clean, name, s, config["seed"], source=param_source(name, config["params"], None),
-                mode=config["mode"], indices=[0],
-            )[0]
-            for s in config["severities"]
-        ]
-        for name in config["corruptions"]
-    }  # fmt: skip
-    title = f"{run.data.describe()}: image 0 under each corruption ({config['mode']})"
-    return {"corruption grid": corruption_grid_png(clean[0], rows, title)}
+    if not all(v.passed for v in verdicts):
+        raise typer.Exit(GATE_FAILED)
 
 
 def init_command(

@@ -3,63 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 
-from medaudit.audits.shift import PANEL, Modality, Mode, ShiftOptions
+from medaudit.audits.shift import PANEL, ShiftAudit, ShiftOptions, corruption_rows, shift_config
 from medaudit.commands.common import (
     JsonOpt,
-    Prepared,
     ShardOpt,
     Timer,
     check_output_target,
     emit,
-    input_files,
     prepare,
     print_warnings,
     refuse_with_shard,
     stderr_console,
 )
-from medaudit.commands.progress import progress_bar
-from medaudit.data import AuditData
+from medaudit.commands.progress import context as progress_context
 from medaudit.errors import ConfigError
 from medaudit.options import with_settings
 from medaudit.report import tables
 from medaudit.settings import DataSettings, OptionalModelSettings, RunSettings
-from medaudit.shift import catalogue
-from medaudit.shift.benchmark import ShiftConfig, ShiftResult, run_shift
-from medaudit.shift.catalogue import SEVERITIES
-from medaudit.shift.corrupt import apply_uint8, corruptions, default_mode
+from medaudit.sources import input_files
 
-
-def parse_severities(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(sorted({int(part) for part in text.split(",")}))
-    except ValueError:
-        raise ConfigError(f"--severities takes integers 1..5 separated by commas, got '{text}'") from None
-    if not values or not set(values) <= set(SEVERITIES):
-        raise ConfigError(f"--severities takes values in 1..5, got {list(values)}")
-    return values
-
-
-def _no_modality() -> ConfigError:
-    return ConfigError(
-        "which corruptions suit your data? give --modality "
-        f"({', '.join(m.value for m in Modality)}) or --dataset for MedMNIST data"
-    )
-
-
-def check_options(options: ShiftOptions, data: Path | None) -> tuple[int, ...]:
-    """What ``shift_config`` checks without the data, so a typo fails before anything is loaded;
-    returns the severities."""
-    for name in (options.corruptions or "").split(","):
-        if name.strip():
-            corruptions.get(name.strip())
-    if data is not None and options.modality is None:
-        raise _no_modality()
-    return parse_severities(options.severities)
+if TYPE_CHECKING:
+    from medaudit.data import AuditData
+    from medaudit.shift.benchmark import ShiftResult
 
 
 @with_settings(options=ShiftOptions, model=OptionalModelSettings, data=DataSettings, run_settings=RunSettings)
@@ -102,24 +71,33 @@ def shift_command(
         return
     if model.path is None:
         raise ConfigError("give a model file (or --list for the corruption catalogue)")
-    check_options(options, data.data)
+    audit = ShiftAudit()
+    context = progress_context(console, batch_size, seed, data.data)
+    audit.check(options, context)
     inputs = input_files(model.path, data.data)
     check_output_target(save_grid, inputs, "--save-grid")
     check_output_target(save_heatmap, inputs, "--save-heatmap")
     refuse_with_shard(shard, save_grid=save_grid, save_heatmap=save_heatmap)
     run = prepare(model, data, run_settings, json_target=json, shard=shard)
-    config = shift_config(run.data, options, seed, batch_size)
+    shift_config(run.data, options, context)  # a missing --modality fails before the work
     print_warnings(console, run.warnings)
-    result, results = shift_section(run, config)
+    config, result = audit.run(run, options, context)
+    results = result.to_dict()
+    tables.show(console, audit.tables(results, run.data.describe()))
     if save_grid is not None:
-        _grid(save_grid, run.data, config)
+        from medaudit.report.figures import save_corruption_grid
+
+        clean, rows = corruption_rows(run.data, result.config)
+        save_corruption_grid(
+            save_grid, clean, rows, f"{run.data.describe()}: corruptions ({result.config.mode})"
+        )
         console.print(f"corruption grid written to {save_grid}", markup=False, highlight=False)
     if save_heatmap is not None:
         _heatmap(save_heatmap, result, results, run.data)
         console.print(f"accuracy-drop heatmap written to {save_heatmap}", markup=False, highlight=False)
     doc = run.document(
         "shift",
-        {**run.config, **config.to_dict()},
+        {**run.config, **config},
         results,
         seed=seed,
         wall_time_s=timer.elapsed,
@@ -129,39 +107,10 @@ def shift_command(
     emit(console, json, doc)
 
 
-def shift_config(data: AuditData, options: ShiftOptions, seed: int, batch_size: int) -> ShiftConfig:
-    """Which table and corruptions: --modality, else the MedMNIST dataset audited."""
-    dataset = data.identity.get("name") if data.identity.get("source") == "medmnist" else None
-    modality = options.modality.value if options.modality else None
-    if dataset is None and modality is None:
-        raise _no_modality()
-    source = catalogue.params_source(dataset, modality)
-    names = (
-        tuple(part.strip() for part in options.corruptions.split(",") if part.strip())
-        if options.corruptions
-        else tuple(catalogue.PARAMS[source])
-    )
-    mode = options.mode
-    chosen_mode = default_mode(data.size[0]) if mode is Mode.auto else mode.value
-    return ShiftConfig(
-        corruptions=names, source=source, mode=chosen_mode, severities=parse_severities(options.severities),
-        seed=seed, batch_size=batch_size,
-    )  # fmt: skip
-
-
-def shift_section(run: Prepared, config: ShiftConfig) -> tuple[ShiftResult, dict[str, Any]]:
-    """Run the benchmark with a progress bar and print its tables (also used by ``run``)."""
-    console = stderr_console()
-    cells = len(config.corruptions) * len(config.severities)
-    with progress_bar(console, "corrupting and predicting", run.data.n * cells) as advance:
-        result = run_shift(run.model, run.data, config, advance)
-    results = result.to_dict()
-    tables.show(console, tables.audit_tables("shift", results, run.data.describe()))
-    return result, results
-
-
 def _catalogue(dataset: str | None, modality: str | None) -> Any:
     """Every corruption with its family and, for a chosen dataset, its five parameters."""
+    from medaudit.shift import catalogue
+
     source = catalogue.params_source(dataset, modality) if dataset or modality else None
     entries = []
     for name in catalogue.all_corruptions():
@@ -181,24 +130,9 @@ def _catalogue(dataset: str | None, modality: str | None) -> Any:
     return tables.corruption_catalogue(entries, title)
 
 
-def _grid(path: Path, data: AuditData, config: ShiftConfig) -> None:
-    """Image 0 of the audited data under every corruption and severity, exactly as evaluated."""
-    from medaudit.report.figures import save_corruption_grid
-
-    clean = data.uint8_images(0, 1).permute(0, 2, 3, 1).numpy()
-    rows = {
-        name: [
-            apply_uint8(
-                clean, name, s, config.seed, source=config.params_from(name), mode=config.mode, indices=[0]
-            )[0]
-            for s in config.severities
-        ]
-        for name in config.corruptions
-    }
-    save_corruption_grid(path, clean[0], rows, f"{data.describe()}: corruptions ({config.mode})")
-
-
 def _heatmap(path: Path, result: ShiftResult, results: dict[str, Any], data: AuditData) -> None:
+    import numpy as np
+
     from medaudit.report.figures import save_heatmap
 
     drops = {(r["corruption"], r["severity"]): r["accuracy_drop"] for r in results["corruptions"]}

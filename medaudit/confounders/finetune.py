@@ -7,15 +7,18 @@ p makes it. Each copy is tested on the clean test images (i.i.d.) and on test im
 artifact on every NEGATIVE-class image (o.o.d.: the correlation reversed). A model that picks up
 the shortcut keeps its i.i.d. AUC while its o.o.d. AUC falls as p rises.
 
+Every o.o.d. AUC comes with a bootstrap interval over the test images, and so does its drop from
+the lowest to the highest p (the same resamples for every fraction, so the drop is paired). The
+verdict says what was measured within the fine-tuning budget (epochs, images, learning rate): a
+flat curve after a few epochs on a few thousand images does not show that the model could not
+learn the shortcut with more, so the wording never claims that.
+
 The user's model is never modified: every fraction trains a fresh deep copy of its network,
 under a forked RNG seeded from ``config.seed`` (so results reproduce and the global RNG is untouched).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,15 +29,18 @@ import torch
 from torch import nn
 
 from medaudit.confounders.artifacts import apply_artifact, artifacts
+from medaudit.confounders.calibration import bootstrap_weights, weighted_auc
 from medaudit.confounders.probe import resolve_positive
 from medaudit.data import AuditData, stratified_indices
 from medaudit.errors import ConfigError, ModelLoadError
 from medaudit.metrics import predictions, probabilities, roc_auc
 from medaudit.models import AuditModel
+from medaudit.models.trainable import copy_trainable, set_mode, trainable_network
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 SUSCEPTIBLE = 0.1
-"""o.o.d. AUC drop (lowest to highest p) from which the model is said to pick up the shortcut."""
+"""Lower end of the o.o.d. AUC drop's interval (lowest to highest p) from which the model is said to
+pick up the shortcut within the budget."""
 MILD = 0.02
 """... and from which it is said to pick it up mildly."""
 
@@ -54,8 +60,15 @@ class FinetuneConfig:
     """Class whose training images get the artifact (default: the last class)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Extra keyword options of the artifact (e.g. ``{"corner": "top-right"}``)."""
+    bootstrap: int = 1000
+    """Resamples of the test images for the intervals of the o.o.d. AUC and its drop."""
+    confidence: float = 0.95
 
     def __post_init__(self) -> None:
+        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 10:
+            raise ConfigError(f"bootstrap must be a whole number of at least 10, got {self.bootstrap!r}")
+        if not 0.5 <= self.confidence < 1:
+            raise ConfigError(f"confidence must lie in [0.5, 1), got {self.confidence}")
         if self.artifact not in artifacts:
             raise ConfigError(f"unknown artifact '{self.artifact}': see `medaudit confounders --list`")
         if not 0 < self.strength <= 1:
@@ -96,6 +109,8 @@ class FinetuneConfig:
             "seed": self.seed,
             "positive_class": self.positive_class,
             "options": dict(self.options),
+            "bootstrap": self.bootstrap,
+            "confidence": self.confidence,
         }
 
 
@@ -105,21 +120,38 @@ class FinetuneResult:
     positive_class: str
     baseline: dict[str, Any]
     curve: list[dict[str, Any]]
+    """One row per fraction; ``ood_auc_ci`` is its bootstrap interval."""
+    drop_ci: tuple[float, float]
+    """Bootstrap interval of the o.o.d. AUC drop from the lowest to the highest fraction."""
+
+    def budget(self) -> str:
+        """What the fine-tuning was allowed: the verdict holds for this budget only."""
+        c, n = self.config, self.curve[0]["n_train"]
+        return f"{c.epochs} epochs on {n} training images, Adam lr {c.lr:g}, batch {c.batch_size}"
 
     def verdict(self) -> tuple[str, float | None]:
-        """(sentence, o.o.d. AUC drop from the lowest to the highest fraction)."""
+        """(sentence saying what was measured, o.o.d. AUC drop from the lowest to the highest fraction)."""
         name = self.config.artifact
         first, last = self.curve[0], self.curve[-1]
         a, b = first["ood_auc"], last["ood_auc"]
         if len(self.curve) < 2 or not (math.isfinite(a) and math.isfinite(b)):
             return "not enough fractions or classes to compare o.o.d. AUC", None
         drop = a - b
-        where = f"from {a:.2f} at p={first['fraction']:g} to {b:.2f} at p={last['fraction']:g}"
-        if drop >= SUSCEPTIBLE:
-            return f"o.o.d. AUC falls {where}: the model picks up the {name} shortcut", drop
-        if drop >= MILD:
-            return f"o.o.d. AUC falls slightly {where}: the model picks up the {name} shortcut mildly", drop
-        return f"o.o.d. AUC goes {where}: the model does not pick up the {name} shortcut", drop
+        low, high = self.drop_ci
+        where = (
+            f"o.o.d. AUC {a:.2f} at p={first['fraction']:g} and {b:.2f} at p={last['fraction']:g} "
+            f"(drop {drop:+.2f}, {self.config.confidence:.0%} CI {low:+.2f} to {high:+.2f})"
+        )
+        budget = f"after {self.budget()}"
+        if math.isfinite(low) and low >= SUSCEPTIBLE:
+            return f"{where}: {budget}, the model picks up the {name} shortcut", drop
+        if math.isfinite(low) and low > 0 and drop >= MILD:
+            return f"{where}: {budget}, the model picks up the {name} shortcut mildly", drop
+        return (
+            f"{where}: {budget}, no drop was measured whose interval excludes zero and that reaches {MILD:g}; "
+            f"a larger budget or more test images could still show one",
+            drop,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """``results.finetune`` of the JSON document."""
@@ -129,61 +161,23 @@ class FinetuneResult:
             "strength": self.config.strength,
             "epochs": self.config.epochs,
             "lr": self.config.lr,
+            "budget": {
+                "epochs": self.config.epochs,
+                "n_train": self.curve[0]["n_train"],
+                "lr": self.config.lr,
+                "batch_size": self.config.batch_size,
+                "fractions": len(self.curve),
+            },
             "positive_class": self.positive_class,
             "curve": self.curve,
             "baseline": self.baseline,
             "ood_auc_drop": drop,
+            "ood_auc_drop_ci": list(self.drop_ci),
+            "confidence": self.config.confidence,
+            "bootstrap": self.config.bootstrap,
             "thresholds": {"susceptible": SUSCEPTIBLE, "mild": MILD},
             "verdict": sentence,
         }
-
-
-def trainable_network(model: AuditModel) -> nn.Module:
-    """The torch module behind the AuditModel that fine-tuning can copy; ConfigError when there is none."""
-    if model.is_onnx:
-        if model.twin is None or not model.twin_verified:
-            raise ConfigError(
-                "this ONNX model runs as a black box (no verified torch twin), so it cannot be fine-tuned: "
-                "run --finetune on the .pt or .pt2 file of the same model"
-            )
-        network = model.twin
-    else:
-        network = model.network
-    if not any(p.is_floating_point() for p in network.parameters()):
-        raise ConfigError(
-            f"the {model.info.format} network has no trainable parameters (weights frozen into the graph), "
-            "so it cannot be fine-tuned: use a TorchScript .pt, torch.export .pt2 or state_dict file"
-        )
-    return network
-
-
-def _copy_network(model: AuditModel, network: nn.Module) -> nn.Module:
-    """A trainable deep copy. TorchScript round-trips through save/load: its deepcopy gives non-leaf weights."""
-    try:
-        if isinstance(network, torch.jit.ScriptModule):
-            buffer = io.BytesIO()
-            torch.jit.save(network, buffer)
-            buffer.seek(0)
-            clone = torch.jit.load(buffer, map_location=model.device)
-        else:
-            with torch.no_grad():
-                clone = copy.deepcopy(network)
-    except Exception as error:
-        raise ConfigError(f"cannot copy the {model.info.format} network for fine-tuning: {error}") from error
-    parameters = [p for p in clone.parameters() if p.is_floating_point()]
-    if not all(p.is_leaf for p in parameters):
-        raise ConfigError(
-            f"the copied {model.info.format} network has derived weights and cannot be fine-tuned"
-        )
-    for parameter in parameters:
-        parameter.requires_grad_(True)
-    return clone
-
-
-def _set_mode(network: nn.Module, train: bool) -> None:
-    """train()/eval(), tolerating exported graphs that refuse mode switches (they keep their mode)."""
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        network.train(train)
 
 
 def _artifact_on(images: torch.Tensor, rows: np.ndarray, config: FinetuneConfig, seed: int) -> torch.Tensor:
@@ -224,6 +218,21 @@ def _predict(
     return torch.cat(chunks)
 
 
+def _interval(rounds: np.ndarray, confidence: float) -> tuple[float, float]:
+    finite = rounds[np.isfinite(rounds)]
+    if len(finite) == 0:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _auc_rounds(logits: torch.Tensor, data: AuditData, positive: int, weights: np.ndarray) -> np.ndarray:
+    """The positive class's AUC under each bootstrap row of ``weights``."""
+    probs = probabilities(logits, data.task)[:, positive].numpy().astype(np.float64)
+    return weighted_auc((data.labels == positive).numpy(), probs, weights)
+
+
 def _scores(logits: torch.Tensor, data: AuditData, positive: int) -> tuple[float, float]:
     """(AUC of the positive class one-vs-rest, accuracy): the paper's AUC, not the macro one."""
     probs = probabilities(logits, data.task)
@@ -244,7 +253,7 @@ def _train(
     parameters = [p for p in network.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(parameters, lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
-    _set_mode(network, True)
+    set_mode(network, True)
     for _ in range(config.epochs):
         order = torch.randperm(len(images), generator=generator)
         for start in range(0, len(order), config.batch_size):
@@ -260,7 +269,7 @@ def _train(
             optimiser.step()
             if progress:
                 progress(len(idx))
-    _set_mode(network, False)
+    set_mode(network, False)
 
 
 def run_finetune(
@@ -288,22 +297,26 @@ def run_finetune(
     # one seeded order of the positives: the marked set at a larger p contains the one at a smaller p
     positives = np.flatnonzero((train_labels == positive).numpy())
     order = np.random.default_rng(config.seed).permutation(positives)
-    curve = []
+    weights = bootstrap_weights(test_data.n, config.bootstrap, config.seed)
+    curve, rounds = [], []
     for fraction in sorted(config.fractions):
         marked = np.sort(order[: round(fraction * len(positives))])
         images = _artifact_on(train_images, marked, config, config.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            tuned = _copy_network(model, network).to(model.device)
+            tuned = copy_trainable(model, network).to(model.device)
             _train(model, tuned, images, train_labels, config, progress)
         iid = _scores(_predict(model, tuned, test_images, config.batch_size, progress), test_data, positive)
-        ood = _scores(_predict(model, tuned, ood_images, config.batch_size, progress), test_data, positive)
+        ood_logits = _predict(model, tuned, ood_images, config.batch_size, progress)
+        ood = _scores(ood_logits, test_data, positive)
+        rounds.append(_auc_rounds(ood_logits, test_data, positive, weights))
         curve.append(
             {
                 "fraction": fraction,
                 "iid_auc": iid[0],
                 "iid_accuracy": iid[1],
                 "ood_auc": ood[0],
+                "ood_auc_ci": list(_interval(rounds[-1], config.confidence)),
                 "ood_accuracy": ood[1],
                 "n_train": n_train,
                 "n_artifact": len(marked),
@@ -316,4 +329,5 @@ def run_finetune(
         "ood_accuracy": baseline_ood[1],
         "n_test": test_data.n,
     }
-    return FinetuneResult(config, test_data.class_names[positive], baseline, curve)
+    drop_ci = _interval(rounds[0] - rounds[-1], config.confidence)
+    return FinetuneResult(config, test_data.class_names[positive], baseline, curve, drop_ci)

@@ -19,7 +19,6 @@ import torch
 
 from medaudit.data import AuditData
 from medaudit.intrinsic.dimension import NEAR_TWIN_RATIO, DimensionConfig, estimate
-from medaudit.intrinsic.features import extract_features
 from medaudit.intrinsic.neighbours import flatten, unique_rows
 from medaudit.intrinsic.sharpness import SharpnessResult, label_sharpness
 from medaudit.intrinsic.smoothness import LipschitzConfig, local_lipschitz
@@ -154,7 +153,7 @@ def run_intrinsic(
     if model is None:
         return result
     step("representation dimension")
-    features = extract_features(model, data, config.layer, config.batch_size)
+    features = model.features(data, config.layer, config.batch_size)
     # Identical images have identical features in exact arithmetic but not always bitwise (batch
     # position, CPU vs GPU kernels: d_repr moved 1.5% on an H200), and a 1e-7 distance wrecks the
     # log-ratios: drop the image duplicates first.

@@ -82,6 +82,29 @@ def _count_parameters(network: torch.nn.Module) -> int | None:
         return None
 
 
+def _fixed_batch(loaded: formats.Loaded) -> tuple[formats.FixedBatch, str]:
+    """The network wrapped to take any batch size, vectorised when that gives the same outputs and
+    gradients on a probe, and the note saying which (with the export call that avoids it)."""
+    batch = loaded.fixed_batch
+    assert batch is not None, "called for fixed-batch programs only"
+    reason = "the input shape is not fixed in the file"
+    if loaded.sample_shape is not None:
+        failure = formats.vectorise_failure(loaded.network, batch, loaded.sample_shape)
+        if failure is None:
+            note = (
+                f"exported for batch size {batch}: medaudit runs whole batches through it with "
+                f"torch.func.vmap (its outputs and gradients match one call per batch of {batch} on "
+                f"probe images); to run it natively, export with {formats.EXPORT_FIX}"
+            )
+            return formats.FixedBatch(loaded.network, batch, vectorised=True), note
+        reason = failure
+    note = (
+        f"exported for batch size {batch}: medaudit calls it once per {batch} images, which is slow "
+        f"(vmap cannot batch it: {reason}); export with {formats.EXPORT_FIX}"
+    )
+    return formats.FixedBatch(loaded.network, batch), note
+
+
 def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
     """Read any supported model file into an ``AuditModel`` (not yet checked against data)."""
     path = Path(path)
@@ -124,8 +147,8 @@ def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
                 loaded = formats.load_torch_save(path, arch, options.trust_checkpoint)
         parameters = _count_parameters(loaded.network)
         if loaded.fixed_batch:
-            notes.append(f"exported for batch size {loaded.fixed_batch}: batches are padded to it")
-            loaded.network = formats.FixedBatch(loaded.network, loaded.fixed_batch)
+            loaded.network, note = _fixed_batch(loaded)
+            notes.append(note)
     card = card or ModelCard()
     spec = loaded.spec.overridden_by(card.spec).overridden_by(options.spec)
     if spec.mean is None and spec.std is None:

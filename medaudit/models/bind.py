@@ -15,6 +15,7 @@ from torch import nn
 from medaudit.data import AuditData
 from medaudit.errors import MedauditError, ModelLoadError, ModelRuntimeError, ShapeMismatch, first_line
 from medaudit.models.card import ASSUMED_UNIT_INPUT
+from medaudit.models.formats import EXPORT_FIX, FixedBatch
 from medaudit.models.onnx import TWIN_TOLERANCE
 from medaudit.models.wrapper import AuditModel, Preprocess
 from medaudit.task import Task
@@ -218,6 +219,12 @@ def bind_model(model: AuditModel, data: AuditData) -> list[str]:
     outputs as documented in ``looks_like_probabilities``.
     """
     warnings: list[str] = []
+    network = model.network
+    if model.info.format == "export" and isinstance(network, FixedBatch) and not network.vectorised:
+        warnings.append(
+            f"{model.info.path} was exported for batch size {network.batch} and runs {network.batch} "
+            f"image(s) per call, which is slow (see medaudit info): export it with {EXPORT_FIX}"
+        )
     model.preprocess.check(data.channels, data.size)
     x = data.float_at(probe_indices(data.n))
     raw = probe(model, x).float().cpu()

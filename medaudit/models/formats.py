@@ -71,6 +71,8 @@ class Loaded:
     spec: InputSpec = field(default_factory=InputSpec)
     arch: str | None = None
     fixed_batch: int | None = None
+    sample_shape: tuple[int, ...] | None = None
+    """One image's shape (C, H, W) when the file fixes it: the shape of the vectorising probe."""
 
 
 def detect_format(path: Path) -> str:
@@ -171,16 +173,18 @@ def load_export(path: Path) -> Loaded:
         for node in program.graph.nodes
         if node.op == "placeholder" and node.name in user_inputs and "val" in node.meta
     ]
-    spec, fixed = InputSpec(), None
+    loaded = Loaded(network=ExportedNetwork(program.module()), format="export")
     if len(shapes) == 1 and len(shapes[0]) == 4:
         batch, channels, height, width = shapes[0]
         if isinstance(channels, int) and channels in (1, 3):
-            spec = InputSpec(channels=channels)
+            loaded.spec = InputSpec(channels=channels)
         if isinstance(height, int) and height == width:
-            spec = InputSpec(channels=spec.channels, input_size=height)
+            loaded.spec = InputSpec(channels=loaded.spec.channels, input_size=height)
         if isinstance(batch, int):
-            fixed = batch
-    return Loaded(network=ExportedNetwork(program.module()), format="export", spec=spec, fixed_batch=fixed)
+            loaded.fixed_batch = batch
+        if all(isinstance(d, int) for d in (channels, height, width)):
+            loaded.sample_shape = (channels, height, width)
+    return loaded
 
 
 class ExportedNetwork(nn.Module):
@@ -389,20 +393,58 @@ def _load_trusted(path: Path) -> Loaded:
     raise ModelLoadError(f"{path} unpickled to a {type(obj).__name__}, not a torch nn.Module")
 
 
-class FixedBatch(nn.Module):
-    """Feed a network exported for one batch size with any batch (pad, then trim)."""
+EXPORT_FIX = (
+    "torch.export.export(model, (torch.zeros(2, C, H, W),), dynamic_shapes=({0: torch.export.Dim('batch')},))"
+)
+"""The export call that gives a program any batch size (an example batch of 2: with 1, torch
+specialises the batch dimension to the constant 1)."""
+VMAP_TOLERANCE = 1e-4
+"""Largest difference (relative to the logits' scale) allowed between the vectorised and the
+one-call-per-group outputs or gradients on the probe before vectorising is refused."""
 
-    def __init__(self, network: nn.Module, batch: int) -> None:
+
+class FixedBatch(nn.Module):
+    """Feed a network exported for one batch size with any batch: pad to a multiple of it, then trim.
+
+    ``vectorised``: one call under ``torch.func.vmap`` over groups of ``batch`` images (the network
+    sees its own batch size, so its shape guards hold, while the kernels run on the whole batch);
+    otherwise one call per group, which is many times slower for a batch-1 program.
+    """
+
+    def __init__(self, network: nn.Module, batch: int, vectorised: bool = False) -> None:
         super().__init__()
         self.network = network
         self.batch = batch
+        self.vectorised = vectorised
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for chunk in x.split(self.batch):
-            n = len(chunk)
-            if n < self.batch:
-                pad = chunk[-1:].expand(self.batch - n, *chunk.shape[1:])
-                chunk = torch.cat([chunk, pad])
-            outputs.append(self.network(chunk)[:n])
-        return torch.cat(outputs)
+        n = len(x)
+        groups = -(-n // self.batch)
+        if groups * self.batch > n:
+            x = torch.cat([x, x[-1:].expand(groups * self.batch - n, *x.shape[1:])])
+        if self.vectorised:
+            out = torch.func.vmap(self.network)(x.reshape(groups, self.batch, *x.shape[1:]))
+            return out.reshape(groups * self.batch, *out.shape[2:])[:n]
+        return torch.cat([self.network(chunk) for chunk in x.split(self.batch)])[:n]
+
+
+def vectorise_failure(network: nn.Module, batch: int, shape: tuple[int, ...]) -> str | None:
+    """Why ``FixedBatch(network, batch, vectorised=True)`` cannot stand in for the one-call-per-group
+    loop (None when it can): both run on seeded probe images of ``shape`` (C, H, W) and must agree
+    in outputs and input gradients, the attacks' two needs."""
+    probe = torch.rand(2 * batch + 1, *shape, generator=torch.Generator().manual_seed(0))
+    results = []
+    for vectorised in (False, True):
+        x = probe.clone().requires_grad_(True)
+        try:
+            out = FixedBatch(network, batch, vectorised)(x)
+            (grad,) = torch.autograd.grad(out.float().sum(), x)
+        except Exception as exc:  # vmap lacks rules for some ops; the user's graph may raise anything
+            return f"{'vmap' if vectorised else 'the program'} raised {type(exc).__name__}: {first_line(exc)}"
+        results.append((out.detach().float(), grad))
+    (out, grad), (fast_out, fast_grad) = results
+    for name, slow, fast in (("outputs", out, fast_out), ("gradients", grad, fast_grad)):
+        scale = float(slow.abs().max()) or 1.0
+        if fast.shape != slow.shape or not float((fast - slow).abs().max()) <= VMAP_TOLERANCE * scale:
+            return f"vmap {name} differ from one call per group"
+    return None

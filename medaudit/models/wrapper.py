@@ -7,8 +7,9 @@ perturbation and before the user's network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,10 @@ from torch import nn
 from medaudit.errors import MedauditError, ModelRuntimeError, ShapeMismatch, what_raised
 from medaudit.models.card import InputSpec
 from medaudit.task import Task
+
+if TYPE_CHECKING:
+    from medaudit.data import AuditData
+    from medaudit.models.features import Features
 
 
 @dataclass
@@ -188,6 +193,25 @@ class AuditModel(nn.Module):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits without gradients, through the fastest backend (onnxruntime for ONNX)."""
         return self.adapt(self.run_network(self.network, self.preprocess(x)))
+
+    def features(
+        self,
+        data: AuditData,
+        layer: str | None = None,
+        batch_size: int = 256,
+        progress: Callable[[int], None] | None = None,
+    ) -> Features:
+        """Activations of ``layer`` (default: the input of the classifier head) for every image,
+        reached the way this model's format allows (``medaudit.models.features``)."""
+        from medaudit.models.features import extract_features
+
+        return extract_features(self, data, layer, batch_size, progress)
+
+    def feature_layers(self) -> list[str]:
+        """The layer names ``features`` accepts (empty: only the default, e.g. TorchScript)."""
+        from medaudit.models.features import available_layers
+
+        return available_layers(self)
 
     def describe(self) -> dict[str, Any]:
         """Everything ``medaudit info`` shows and the JSON records."""

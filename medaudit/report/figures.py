@@ -304,3 +304,40 @@ def save_robustness_curve(path: Path, records: list[dict[str, Any]], title: str)
 def robustness_curve_png(records: list[dict[str, Any]], title: str) -> bytes:
     """Robust accuracy against eps as PNG bytes, for embedding in a report (see ``save_robustness_curve``)."""
     return _png_bytes(_robustness_curve_figure(records, title), CURVE_DPI)
+
+
+def _reliability_figure(reliability: dict[str, Any], ece: float | None, title: str) -> Figure:
+    """Accuracy per confidence bin against the diagonal (perfect calibration), from the eval
+    result's ``reliability`` table; below it, how many decisions fall in each bin. Bars under the
+    diagonal are overconfident bins. Empty bins (null) are left blank."""
+    edges = np.asarray(reliability["edges"], dtype=float)
+    if edges.ndim != 1 or len(edges) < 2:
+        raise ValueError("reliability: need at least two bin edges")
+    accuracy = np.array([math.nan if a is None else a for a in reliability["accuracy"]], dtype=float)
+    confidence = np.array([math.nan if c is None else c for c in reliability["confidence"]], dtype=float)
+    count = np.asarray(reliability["count"], dtype=float)
+    if not len(accuracy) == len(confidence) == len(count) == len(edges) - 1:
+        raise ValueError("reliability: edges, count, confidence and accuracy do not match in length")
+    left, width = edges[:-1], np.diff(edges)
+    fig = _new_figure((5.2, 5.6))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+    top.bar(left, np.nan_to_num(accuracy), width=width, align="edge", edgecolor="black", linewidth=0.5,
+            color="#4c72b0", label="accuracy in bin")  # fmt: skip
+    top.scatter(confidence, accuracy, color="#c44e52", s=14, zorder=3, label="mean confidence in bin")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    shown = "" if ece is None or not math.isfinite(ece) else f" (ECE {ece:.4f})"
+    top.set_title(mpl_text(title + shown), fontsize=10)
+    top.legend(frameon=False, fontsize=8, loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.bar(left, count, width=width, align="edge", color="#8c8c8c", edgecolor="black", linewidth=0.5)
+    bottom.set_ylabel("decisions")
+    bottom.set_xlabel(mpl_text(str(reliability.get("binning", "confidence"))))
+    return fig
+
+
+def reliability_diagram_png(reliability: dict[str, Any], ece: float | None, title: str) -> bytes:
+    """The reliability diagram of an eval result as PNG bytes, for the HTML report."""
+    return _png_bytes(_reliability_figure(reliability, ece, title), CURVE_DPI)

@@ -28,6 +28,7 @@ import numpy as np
 
 from medaudit.audits import audits
 from medaudit.audits.attack import checks_alarm
+from medaudit.audits.evaluation import confidence_percent, headline, interval_text, method_note
 from medaudit.report import figures
 from medaudit.report.atomic import write_atomic
 from medaudit.report.escaping import printable
@@ -273,17 +274,25 @@ def _gate_section(gate: list[dict[str, Any]]) -> str:
     return f'<section id="gate"><h2>Gate</h2>{verdict}{table}</section>'
 
 
-def _eval_section(res: dict[str, Any]) -> str:
-    parts = [
-        _table(
-            ["n", "accuracy", "balanced accuracy", "AUC"],
-            [
-                "<tr>"
-                + "".join(_td(res.get(k)) for k in ("n", "accuracy", "balanced_accuracy", "auc"))
-                + "</tr>"
-            ],
-        )
+def _eval_section(res: dict[str, Any], title: str) -> str:
+    rows = [
+        f'<tr><th>{_e(label)}</th>{_td(res.get(key))}<td class="num">{_e(interval_text(res, key) or "")}</td></tr>'
+        for label, key in headline(res)
     ]
+    rows.append(f"<tr><th>n</th>{_td(res.get('n'))}<td></td></tr>")
+    header = ["metric", "value", f"{confidence_percent(res)} interval"]
+    parts = [_table(header, rows, caption=method_note(res))]
+    reliability = res.get("reliability")
+    if isinstance(reliability, dict) and reliability.get("edges"):
+        png = figures.reliability_diagram_png(reliability, _finite(res.get("ece")), title)
+        parts.append(
+            _figure(
+                png,
+                "reliability diagram: accuracy against confidence per bin",
+                "Accuracy per confidence bin against the diagonal (perfect calibration); bars below it are "
+                "overconfident. Below: decisions per bin.",
+            )
+        )
     recall = res.get("per_class_recall") or {}
     names = list(recall) or list(res.get("class_names") or [])
     matrix = res.get("confusion_matrix")
@@ -565,7 +574,7 @@ def _confounders_section(res: dict[str, Any], title: str) -> str:
 def _section(name: str, res: Any, data_label: str) -> str:
     heading = audits.get(name).title if name in audits else name
     if name == "eval" and isinstance(res, dict):
-        body = _eval_section(res)
+        body = _eval_section(res, f"Calibration: {data_label}")
     elif name == "attack" and isinstance(res, dict):
         body = _attack_section(res, f"Robustness: {data_label}")
     elif name == "shift" and isinstance(res, dict):

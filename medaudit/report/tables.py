@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from medaudit.audits import audits
+from medaudit.audits.evaluation import confidence_percent, headline, interval_text, method_note
 from medaudit.report.escaping import rich_text as _t
 
 
@@ -63,16 +64,17 @@ def info_table(desc: dict[str, Any]) -> Table:
     return table
 
 
-def eval_tables(results: dict[str, Any], title: str) -> list[Table]:
+def eval_tables(results: dict[str, Any], title: str) -> list[RenderableType]:
+    """The headline numbers with their intervals, a line on how they were taken, then per-class
+    recall and the confusion matrix."""
     summary = Table(title=_t(title, "table.title"), title_justify="left")
-    for column in ("n", "accuracy", "balanced acc.", "AUC"):
-        summary.add_column(column, justify="right")
-    summary.add_row(
-        str(results["n"]),
-        _fmt(results["accuracy"]),
-        _fmt(results["balanced_accuracy"]),
-        _fmt(results["auc"]),
-    )
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_column(f"{confidence_percent(results)} interval", justify="right")
+    for label, key in headline(results):
+        summary.add_row(_t(label), _fmt(results.get(key)), interval_text(results, key) or "")
+    summary.add_row("n", str(results["n"]), "")
+    note = method_note(results)
     names = list(results["per_class_recall"])
     per_class = Table(title="Per class", title_justify="left")
     per_class.add_column("class")
@@ -86,7 +88,7 @@ def eval_tables(results: dict[str, Any], title: str) -> list[Table]:
         if not multi_label:
             row += [str(c) for c in results["confusion_matrix"][i]]
         per_class.add_row(*row)
-    return [summary, per_class]
+    return [summary, *([_t(note, "dim")] if note else []), per_class]
 
 
 def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: str) -> list[Table]:

@@ -1,4 +1,4 @@
-"""``medaudit eval``, ``info`` and ``list``."""
+"""``medaudit info`` (what a model file is) and ``list`` (the built-in registries)."""
 
 from __future__ import annotations
 
@@ -9,56 +9,18 @@ from rich.table import Table
 
 from medaudit.commands.common import (
     JsonOpt,
-    ShardOpt,
     Timer,
     check_output_target,
     emit,
-    input_files,
-    load_options,
-    model_path,
-    prepare,
-    print_warnings,
     stderr_console,
 )
-from medaudit.commands.progress import progress_bar
 from medaudit.document import document
 from medaudit.errors import ConfigError
-from medaudit.evaluate import EvalConfig, evaluate
-from medaudit.models import load_model
 from medaudit.options import with_settings
 from medaudit.registry import Registry
 from medaudit.report import tables
-from medaudit.settings import DataSettings, ModelSettings, RunSettings
-
-
-@with_settings(model=ModelSettings, data=DataSettings, run_settings=RunSettings)
-def eval_command(
-    model: ModelSettings,
-    data: DataSettings,
-    run_settings: RunSettings,
-    shard: ShardOpt = None,
-    json: JsonOpt = None,
-) -> None:
-    """Clean metrics: accuracy, balanced accuracy, AUC, per-class recall, confusion matrix."""
-    console, timer = stderr_console(), Timer()
-    batch_size = run_settings.batch_size
-    config = EvalConfig(batch_size=batch_size)
-    run = prepare(model, data, run_settings, json_target=json, shard=shard)
-    with progress_bar(console, "evaluating", run.data.n) as advance:
-        result = evaluate(run.model, run.data, config, advance)
-    results = result.to_dict()
-    tables.show(console, tables.audit_tables("eval", results, run.data.describe()))
-    print_warnings(console, run.warnings)
-    doc = run.document(
-        "eval",
-        {**run.config, "batch_size": batch_size},
-        results,
-        seed=data.seed,
-        wall_time_s=timer.elapsed,
-        warnings=run.warnings,
-    )
-    run.attach_state(doc, {"eval": result})
-    emit(console, json, doc)
+from medaudit.settings import ModelSettings, RunSettings
+from medaudit.sources import input_files, load_options, model_path
 
 
 @with_settings(model=ModelSettings, run_settings=RunSettings)
@@ -68,6 +30,8 @@ def info_command(model: ModelSettings, run_settings: RunSettings, json: JsonOpt 
     path = model_path(model)
     check_output_target(json, input_files(path, None))
     options = load_options(model, run_settings.device)
+    from medaudit.models import load_model
+
     audit_model = load_model(path, options)
     desc = audit_model.describe()
     if audit_model.is_onnx and audit_model.twin is not None and not audit_model.twin_verified:

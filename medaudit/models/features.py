@@ -1,4 +1,5 @@
-"""Penultimate-layer (or named-layer) features of any ``AuditModel``, for the d_repr audit.
+"""Penultimate-layer (or named-layer) features of any ``AuditModel`` (``AuditModel.features``),
+for the d_repr audit: the backends' knowledge stays in ``medaudit.models``.
 
 The representation intrinsic dimension (Konz & Mazurowski 2024) is measured on the
 activations that feed a classifier's head. Each model format needs its own way to
