@@ -1,6 +1,19 @@
-"""Speed and strength of medaudit's PGD against torchattacks and the Adversarial Robustness Toolbox.
+"""Speed and strength of medaudit's attacks against torchattacks and the Adversarial Robustness Toolbox.
 
     MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/attack_speed.py [--quick]
+    MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/attack_speed.py --plans-only [--limit N]
+    MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/attack_speed.py --compare-models
+
+First, the plans (``--plans-only``: this part alone, the rest of RESULTS-attack.md kept): whole
+processes, each timed as CPU time (user + sys of the child, so that other load on the machine
+does not count), at eps 0.004 on the PneumoniaMNIST test split (``--limit N``: a stratified N):
+``medaudit attack MODEL --eps 0.004`` (the ``auto`` plan), the same with
+``--attack apgd-ce,apgd-dlr,square`` (the full plan, what ``auto`` ran before), one torchattacks
+APGD-CE run (100 steps, 1 restart) and torchattacks' AutoAttack components in sequence (APGD-CE,
+APGD-DLR where the task has 3 or more classes, Square with 1000 queries, each on the images the
+previous left correct). The medaudit processes include the honesty checks and the report.
+``--compare-models`` prints, for every sample model at 1/255, 0.004 and 2/255, the robust
+accuracy and sweep CPU time of ``auto`` and of the full plan (not written to the results files).
 
 PneumoniaMNIST 28 px test split (624 images; --quick: a stratified 128 and one run) and the sample
 model ``sample_models/pneumoniamnist_rescnn.pt``; then the four tools on MedMNIST's 28 px
@@ -20,16 +33,19 @@ import argparse
 import json
 import os
 import platform
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torchattacks
-from art.attacks.evasion import ProjectedGradientDescent
-from art.estimators.classification import PyTorchClassifier
 from facts import timed
 
 from medaudit.attacks import AttackConfig, run_attacks
@@ -85,8 +101,10 @@ def torchattacks_pgd(model: AuditModel, x: torch.Tensor, y: torch.Tensor, eps: f
 
 
 def art_pgd(
-    classifier: PyTorchClassifier, model: AuditModel, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int
+    classifier: Any, model: AuditModel, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int
 ) -> float:
+    from art.attacks.evasion import ProjectedGradientDescent  # only here: --plans-only runs without ART
+
     np.random.seed(0)
     attack = ProjectedGradientDescent(
         classifier,
@@ -121,6 +139,8 @@ def run_tools(
 ) -> Results:
     """(eps in grey levels, steps, tool) -> (images per second, robust accuracy)."""
     x, y = data.float_images(0, data.n), data.labels
+    from art.estimators.classification import PyTorchClassifier
+
     classifier = PyTorchClassifier(
         model=model,
         loss=torch.nn.CrossEntropyLoss(),
@@ -180,12 +200,205 @@ def as_json(results: Results) -> list[dict]:
     ]
 
 
+PLAN_EPS = 0.004
+FULL_PLAN = "apgd-ce,apgd-dlr,square"
+PLANS_BEGIN, PLANS_END = "<!-- plans -->", "<!-- /plans -->"
+
+
+def child_cpu(argv: list[str]) -> tuple[float, float, str]:
+    """(CPU seconds user + sys, wall seconds, stdout) of one whole child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(
+        argv, check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return cpu, wall, done.stdout
+
+
+def medaudit_plan(plan: str | None, limit: int | None) -> tuple[float, float, float]:
+    """(CPU s, wall s, robust accuracy) of ``medaudit attack MODEL --eps 0.004 [--attack PLAN]``."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "attack.json"
+        argv = [str(Path(sys.executable).with_name("medaudit")), "attack", str(MODEL), "--eps", str(PLAN_EPS)]
+        argv += (
+            ["--json", str(out)]
+            + (["--attack", plan] if plan else [])
+            + (["--limit", str(limit)] if limit else [])
+        )
+        cpu, wall, _ = child_cpu(argv)
+        results = json.loads(out.read_text())["results"]
+    worst = next(r for r in results["sweep"] if r["attack"] == "worst-case" and r["eps"] == PLAN_EPS)
+    return cpu, wall, worst["robust_accuracy"]
+
+
+def torchattacks_plan(which: str, limit: int | None) -> tuple[float, float, float]:
+    """(CPU s, wall s, robust accuracy) of a child running torchattacks (``run_torchattacks``)."""
+    argv = [sys.executable, __file__, "--torchattacks", which] + (["--limit", str(limit)] if limit else [])
+    cpu, wall, stdout = child_cpu(argv)
+    return cpu, wall, float(json.loads(stdout.strip().splitlines()[-1])["robust_accuracy"])
+
+
+def run_torchattacks(which: str, limit: int | None) -> None:
+    """The child: torchattacks APGD-CE alone, or AutoAttack's components in sequence, each on the
+    images the previous left correct; prints the share of all images still correct."""
+    data = load_data(DataSpec(dataset="pneumoniamnist", split="test", limit=limit))
+    model = load_model(MODEL)
+    bind_model(model, data)
+    x, y = data.float_images(0, data.n), data.labels
+    stages = [torchattacks.APGD(model, eps=PLAN_EPS, steps=100, n_restarts=1, loss="ce", seed=0)]
+    if which == "components":
+        if len(model.class_names) >= 3:
+            stages.append(torchattacks.APGD(model, eps=PLAN_EPS, steps=100, n_restarts=1, loss="dlr", seed=0))
+        stages.append(torchattacks.Square(model, eps=PLAN_EPS, n_queries=1000, n_restarts=1, seed=0))
+    with torch.no_grad():
+        correct = torch.cat(
+            [
+                is_correct(model(x[i : i + BATCH]), y[i : i + BATCH], model.task)
+                for i in range(0, data.n, BATCH)
+            ]
+        )
+    for attack in stages:
+        rows = correct.nonzero().squeeze(1)
+        for i in range(0, len(rows), BATCH):
+            batch = rows[i : i + BATCH]
+            x_adv = attack(x[batch], y[batch])
+            with torch.no_grad():
+                correct[batch] = is_correct(model(x_adv), y[batch], model.task)
+    print(json.dumps({"robust_accuracy": float(correct.float().mean())}))
+
+
+SAMPLE_PLANS = (  # model, dataset, stratified subset (None: the whole test split)
+    ("pneumoniamnist_rescnn", "pneumoniamnist", None),
+    ("pneumoniamnist_rescnn_adv", "pneumoniamnist", 200),
+    ("breastmnist_rescnn", "breastmnist", None),
+    ("breastmnist_rescnn_adv", "breastmnist", None),
+    ("retinamnist_rescnn", "retinamnist", 128),
+    ("retinamnist_rescnn_adv", "retinamnist", 128),
+)
+COMPARE_EPS = "1/255,0.004,2/255"
+
+
+def compare_models() -> None:
+    """``run_attacks`` of ``auto`` and of the full plan on every sample model at 1/255, 0.004 and
+    2/255 (one sweep each, seed 0): robust accuracy per eps and CPU seconds of the sweep."""
+    for name, dataset, limit in SAMPLE_PLANS:
+        data = load_data(DataSpec(dataset=dataset, split="test", limit=limit))
+        model = load_model(Path("sample_models") / f"{name}.pt")
+        bind_model(model, data)
+        for plan in ("auto", FULL_PLAN):
+            config, _ = build_config(plan, model, COMPARE_EPS, "linf", BATCH, 0)
+            start = time.process_time()
+            result = run_attacks(model, data, config)
+            robust = " ".join(f"{result.robust_accuracy(e):.4f}" for e in config.eps)
+            print(
+                f"{name} n={data.n} {plan}: robust {robust}  cpu {time.process_time() - start:.1f} s",
+                flush=True,
+            )
+
+
+PLAN_RUNS: dict[str, Callable[[int | None], tuple[float, float, float]]] = {
+    "medaudit auto": lambda limit: medaudit_plan(None, limit),
+    "torchattacks APGD-CE": lambda limit: torchattacks_plan("apgd-ce", limit),
+    "torchattacks AutoAttack components": lambda limit: torchattacks_plan("components", limit),
+    "medaudit full plan": lambda limit: medaudit_plan(FULL_PLAN, limit),
+}
+
+
+def plan_section(
+    limit: int | None, save: Callable[[list[str], dict], None] = lambda lines, record: None
+) -> tuple[list[str], dict]:
+    """Whole processes at eps 0.004: auto, torchattacks APGD-CE and components, the full plan
+    (slowest last); ``save`` gets the section so far after each run."""
+    runs: dict[str, tuple[float, float, float]] = {}
+    for name, run in PLAN_RUNS.items():
+        runs[name] = cpu, wall, robust = run(limit)
+        print(f"{name:<36} cpu {cpu:7.1f} s  wall {wall:7.1f} s  robust {robust:.4f}", flush=True)
+        save(*plan_lines(runs, limit))
+    return plan_lines(runs, limit)
+
+
+def plan_lines(runs: dict[str, tuple[float, float, float]], limit: int | None) -> tuple[list[str], dict]:
+    """The plans section of RESULTS-attack.md and its JSON record."""
+    auto_cpu = runs["medaudit auto"][0]
+    images = f"a stratified {limit}" if limit else "all 624"
+    lines = [
+        PLANS_BEGIN,
+        f"## Plans at eps {PLAN_EPS}: `auto` vs the full plan vs torchattacks",
+        "",
+        f"`MEDAUDIT_DATA_ROOT=../shared/data/medmnist .venv/bin/python benchmarks/attack_speed.py --plans-only"
+        f"{f' --limit {limit}' if limit else ''}` on {time.strftime('%Y-%m-%d')}.",
+        "",
+        f"PneumoniaMNIST 28 px test split ({images} images), `{MODEL}`, whole processes with "
+        "`OMP_NUM_THREADS=1`; time is the child's CPU time (user + sys), so load from other "
+        f"processes does not count; wall time (load average {os.getloadavg()[0]:.1f}) for reference. "
+        "The medaudit processes include model and data loading, the honesty checks and the report.",
+        "",
+        "| run | CPU s | wall s | robust accuracy | auto CPU / this CPU |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {name} | {cpu:.1f} | {wall:.1f} | {robust:.4f} | {auto_cpu / cpu:.2f} |"
+            for name, (cpu, wall, robust) in runs.items()
+        ],
+        "",
+        "- **medaudit auto**: `medaudit attack MODEL --eps 0.004` (APGD-CE that gives up on samples it "
+        "cannot reach; APGD-DLR and Square first on the survivors nearest the boundary, in full only "
+        "where they break one).",
+        f"- **medaudit full plan**: the same with `--attack {FULL_PLAN}` (what `auto` ran before).",
+        "- **torchattacks APGD-CE**: `torchattacks.APGD(model, eps=0.004, steps=100, n_restarts=1, loss='ce')`.",
+        "- **torchattacks AutoAttack components**: APGD-CE, then APGD-DLR (3 or more classes only), then "
+        "`torchattacks.Square(n_queries=1000)`, each on the images still correct.",
+        PLANS_END,
+    ]
+    record = {
+        name: {"cpu_s": cpu, "wall_s": wall, "robust_accuracy": robust}
+        for name, (cpu, wall, robust) in runs.items()
+    }
+    return lines, {"eps": PLAN_EPS, "n": limit or 624, "runs": record}
+
+
+def with_plans(text: str, plans: list[str]) -> str:
+    """``text`` with its plans section replaced (or put after the title line)."""
+    if PLANS_BEGIN in text:
+        head, _, rest = text.partition(PLANS_BEGIN)
+        return head + "\n".join(plans) + rest.partition(PLANS_END)[2]
+    title, _, rest = text.partition("\n")
+    return title + "\n\n" + "\n".join(plans) + "\n" + rest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="128 images, one run, no auto sweep")
     parser.add_argument("--repeats", type=int, default=None, help="runs per cell (default 3; --quick 1)")
     parser.add_argument("--out-dir", type=Path, default=OUT.parent, help="where the results go")
+    parser.add_argument("--plans-only", action="store_true", help="only the plans section (the rest kept)")
+    parser.add_argument("--limit", type=int, default=None, help="plans: a stratified subset of this size")
+    parser.add_argument("--torchattacks", choices=("apgd-ce", "components"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare-models", action="store_true", help="auto vs the full plan on every sample model"
+    )
     args = parser.parse_args()
+    if args.compare_models:
+        compare_models()
+        return
+    if args.torchattacks:  # a child of plan_section
+        run_torchattacks(args.torchattacks, args.limit)
+        return
+    out = args.out_dir / OUT.name
+
+    def save_plans(plans: list[str], record: dict) -> None:
+        out.write_text(with_plans(OUT.read_text() if OUT.exists() else "# Attacks\n", plans))
+        summary = (
+            json.loads(OUT.with_suffix(".json").read_text()) if OUT.with_suffix(".json").exists() else {}
+        )
+        out.with_suffix(".json").write_text(json.dumps({**summary, "plans": record}, indent=2) + "\n")
+
+    if args.plans_only:
+        plan_section(args.limit, save_plans)
+        return
+    plans, plans_record = plan_section(args.limit)
     repeats = args.repeats or (1 if args.quick else 3)
     data = load_data(DataSpec(dataset="pneumoniamnist", split="test"))
     if args.quick:
@@ -225,6 +438,8 @@ def main() -> None:
     lines = [
         "# Attacks: medaudit PGD vs torchattacks vs Adversarial Robustness Toolbox",
         "",
+        *plans,
+        "",
         f"`{command}` on {time.strftime('%Y-%m-%d')}; {facts}.",
         "",
         f"PneumoniaMNIST 28 px test split, {data.n} images, `{MODEL}` (clean accuracy {clean:.3f}). "
@@ -251,7 +466,6 @@ def main() -> None:
         f"Full sweep: {auto_line} (once; `run_attacks` only, without the honesty checks and the report).",
         "",
     ]
-    out = args.out_dir / OUT.name
     kept = OUT.read_text().partition(NOTES)[2] if OUT.exists() else ""
     if kept:  # hand-written reading of the table, kept across runs
         lines += [NOTES + kept.rstrip("\n"), ""]
@@ -261,6 +475,7 @@ def main() -> None:
         "rescnn": as_json(results),
         "resnet18": as_json(big_results),
         "auto": auto_line,
+        "plans": plans_record,
     }
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(lines))

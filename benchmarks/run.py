@@ -27,7 +27,7 @@ from typing import Any
 from facts import machine_facts
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("attack", "shift", "intrinsic", "scaling", "pt2")
+PARTS = ("attack", "shift", "intrinsic", "scaling", "pt2", "commands")
 NOTES = "<!-- notes: kept when this file is rewritten -->"
 
 

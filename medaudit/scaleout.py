@@ -7,13 +7,14 @@ Ray is an optional extra (``pip install 'medaudit[ray]'``), imported only here.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from medaudit.errors import ConfigError
+from medaudit.errors import ConfigError, MedauditError
 
 ENV_PREFIX = "MEDAUDIT_"
 """Environment variables a worker needs as the driver sees them (data root, quiet, ...)."""
@@ -54,6 +55,7 @@ def run_parts(
             address=None if address == "local" else address,
             include_dashboard=False,
             log_to_driver=True,  # the workers' progress lines reach this terminal, prefixed by Ray
+            logging_level=logging.ERROR,  # Ray's own start-up notes would break one-line errors
             runtime_env={"env_vars": env},
         )
     try:
@@ -70,9 +72,8 @@ def run_parts(
                 try:
                     docs[index] = ray.get(ready)
                 except ray.exceptions.RayTaskError as exc:
-                    cause = exc.as_instanceof_cause()
-                    if isinstance(cause, ConfigError):
-                        raise ConfigError(f"part {index}/{parts}: {cause}") from None
+                    if isinstance(exc.cause, MedauditError):  # its one line and exit code, as in one process
+                        raise exc.cause from None
                     raise
                 advance(1)
     finally:

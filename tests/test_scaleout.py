@@ -58,3 +58,13 @@ def test_bad_part_options_fail_before_any_work(tmp_path: Path, extra: list[str],
     path = audit_file(tmp_path, tmp_path)
     result = CliRunner().invoke(app, ["run", str(path), *extra])
     assert_one_line_error(result, message)
+
+
+@pytest.mark.slow
+def test_a_part_that_fails_gives_its_own_error(tmp_path: Path, real_data_root: Path) -> None:
+    """A user error found inside a worker (here: RGB data for a grey-scale model) is the same one
+    line and exit code as in one process, in the audit file's words, not an internal error."""
+    path = audit_file(tmp_path, real_data_root)
+    path.write_text(path.read_text().replace("limit = 48", 'dataset = "retinamnist"\nlimit = 48'))
+    result = CliRunner().invoke(app, ["run", str(path), "--parts", "2", "--ray", "local"])
+    assert_one_line_error(result, "3 channels", "[model] channels")

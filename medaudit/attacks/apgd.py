@@ -19,6 +19,13 @@ PGD with momentum whose step size needs no tuning:
 Every run starts from ``random_start``; restarts run only on the samples no run
 has fooled yet. Samples stop being attacked as soon as they are misclassified,
 and the returned image is that first misclassified iterate (else the max-loss one).
+
+``give_up`` (off unless asked for; the ``auto`` plan asks) also stops attacking a
+sample at a checkpoint when the CW margin it still has to close exceeds
+``GIVE_UP_SLACK`` times what it gained so far, scaled to the steps left: step
+sizes only shrink, so a sample that would need a faster climb than its first,
+largest steps gave cannot be reached. On the images a small budget leaves
+robust this is most of them, and most of APGD's cost.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from medaudit.attacks.base import (
     best_of_restarts,
     is_correct,
     loss_and_grad,
+    margin,
     project,
     random_start,
     steepest_step,
@@ -45,6 +53,9 @@ from medaudit.task import Task
 
 ALPHA = 0.75  # momentum weight of the new step (paper: alpha = 0.75)
 INITIAL_STEP = 2.0  # step size starts at 2 * eps (paper: eta^(0) = 2 eps)
+# give_up: a sample is dropped when its margin gap exceeds this many times its gain so far, scaled
+# to the steps left (2: twice as fast a climb as the first, largest steps gave would still fall short)
+GIVE_UP_SLACK = 2.0
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -76,6 +87,8 @@ class _Live:
     eta_check: torch.Tensor  # step size at the last checkpoint
     best_loss_check: torch.Tensor  # f_max at the last checkpoint
     increases: torch.Tensor  # steps that increased the loss since the last checkpoint
+    start_margin: torch.Tensor  # CW margin at the start point (give_up)
+    best_margin: torch.Tensor  # largest CW margin of any iterate (give_up)
 
     def keep(self, mask: torch.Tensor) -> None:
         for f in fields(self):
@@ -90,6 +103,7 @@ class APGD(Attack):
     steps: int = 100
     restarts: int = 1
     rho: float = 0.75
+    give_up: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -176,6 +190,8 @@ class APGD(Attack):
             eta_check=eta.clone(),
             best_loss_check=loss.clone(),
             increases=torch.zeros(len(x), device=x.device),
+            start_margin=margin(logits, y, task),
+            best_margin=margin(logits, y, task),
         )
         live.keep(retire(live, start, logits))
         marks = set(checkpoints(self.steps)) - {0}
@@ -196,6 +212,7 @@ class APGD(Attack):
                     norm,
                 )
             new_loss, logits, new_grad = loss_and_grad(model, new, live.y, loss_name)
+            live.best_margin = torch.maximum(live.best_margin, margin(logits, live.y, task))
             keep = retire(live, new, logits)
             if not keep.all():
                 live.keep(keep)
@@ -220,10 +237,24 @@ class APGD(Attack):
                 live.loss = torch.where(reduce, live.best_loss, live.loss)
                 live.increases = torch.zeros_like(live.increases)
                 last_mark = k
+                if self.give_up:
+                    hopeless = self._hopeless(live, done=k + 1)
+                    result[live.rows[hopeless]] = live.best[hopeless]
+                    result_loss[live.rows[hopeless]] = live.best_loss[hopeless]
+                    live.keep(~hopeless)
+                    loss_before = loss_before[~hopeless]
+                    if len(live.rows) == 0:
+                        break
             live.increases = live.increases + (live.loss > loss_before).to(live.increases.dtype)
         result[live.rows] = live.best
         result_loss[live.rows] = live.best_loss
         return result, result_loss, fooled
+
+    def _hopeless(self, live: _Live, done: int) -> torch.Tensor:
+        """Samples whose margin gap exceeds GIVE_UP_SLACK x their gain so far x (steps left / done)."""
+        gap = -live.best_margin
+        gain = (live.best_margin - live.start_margin).clamp_min(0.0)
+        return gap > GIVE_UP_SLACK * gain * (self.steps - done) / done
 
 
 @attacks.register("apgd-ce")

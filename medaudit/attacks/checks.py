@@ -29,7 +29,7 @@ import torch
 from medaudit.attacks.base import Attack, is_correct, loss_and_grad, seeded_generator
 from medaudit.attacks.pgd import PGDCW
 from medaudit.attacks.square import Square
-from medaudit.attacks.sweep import CLEAN_WRONG, AttackResult
+from medaudit.attacks.sweep import CLEAN_WRONG, SKIPPED, AttackResult
 from medaudit.data import AuditData
 from medaudit.models import AuditModel
 
@@ -280,6 +280,12 @@ def _black_box_gap(result: AttackResult) -> dict[str, Any]:
         worst = max(worst, float(only_square.sum() / n_correct))
     passed = worst <= BLACK_BOX_MAX_EXTRA
     detail = f"square broke {worst:.1%} of clean-correct samples the white-box attacks missed"
+    skipped = sum(int((o.stages[:, index] == SKIPPED).sum()) for o in result.outcomes)
+    if skipped:
+        detail += (
+            f" (screened: {skipped} survivors over all eps were left out where its probe of the "
+            "survivors nearest the boundary broke none)"
+        )
     if not passed:
         detail += ": black-box beating white-box points to gradient masking"
     return _record("black-box does not beat white-box", passed, detail)

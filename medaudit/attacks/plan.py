@@ -12,6 +12,9 @@ from medaudit.models import AuditModel
 
 WHITE_BOX_AUTO = ("apgd-ce", "apgd-dlr", "square")
 BLACK_BOX_AUTO = ("square",)
+# auto screens the attacks after the first (AttackConfig.probe): each runs first on about this many
+# survivors nearest the boundary (per batch, its share) and on the rest only if it breaks one
+AUTO_PROBE = 64
 
 
 def parse_eps(text: str) -> tuple[float, ...]:
@@ -79,9 +82,21 @@ def attack_params(names: tuple[str, ...], **effort: Any) -> tuple[dict[str, dict
 
 
 def _config(
-    names: tuple[str, ...], eps: str, norm: str, batch_size: int, seed: int, effort: dict[str, Any]
+    names: tuple[str, ...],
+    eps: str,
+    norm: str,
+    batch_size: int,
+    seed: int,
+    effort: dict[str, Any],
+    auto: bool = False,
 ) -> tuple[AttackConfig, list[str]]:
+    """``auto``: APGD gives up on samples it cannot reach and later attacks are screened
+    (both recorded in the config: ``params[...]["give_up"]`` and ``probe``)."""
     params, unused = attack_params(names, **effort)
+    if auto:
+        for name in names:
+            if "give_up" in {f.name for f in dataclasses.fields(attacks.get(name))}:
+                params[name] = {**params.get(name, {}), "give_up": True}
     config = AttackConfig(
         attacks=names,
         eps=parse_eps(eps),
@@ -89,6 +104,7 @@ def _config(
         params=params,
         batch_size=batch_size,
         seed=seed,
+        probe=AUTO_PROBE if auto and len(names) > 1 else 0,
     )
     for name in names:
         config.build(name)  # hyperparameters are validated at construction
@@ -98,13 +114,28 @@ def _config(
 def check_request(requested: str, eps: str, norm: str, batch_size: int, seed: int, **effort: Any) -> None:
     """Everything ``build_config`` checks that does not depend on the model, before it is loaded
     ('auto' is checked as the white-box plan, the one that takes every effort flag)."""
-    names = requested_names(requested)
-    _config(tuple(WHITE_BOX_AUTO if names == ["auto"] else names), eps, norm, batch_size, seed, effort)
+    auto = requested_names(requested) == ["auto"]
+    _config(
+        tuple(WHITE_BOX_AUTO) if auto else tuple(requested_names(requested)),
+        eps,
+        norm,
+        batch_size,
+        seed,
+        effort,
+        auto,
+    )
 
 
 def build_config(
     requested: str, model: AuditModel, eps: str, norm: str, batch_size: int, seed: int, **effort: Any
 ) -> tuple[AttackConfig, list[str]]:
     names, notes = plan_attacks(requested, model)
-    config, unused = _config(names, eps, norm, batch_size, seed, effort)
+    auto = requested_names(requested) == ["auto"]
+    config, unused = _config(names, eps, norm, batch_size, seed, effort, auto)
+    if config.probe:
+        notes.append(
+            f"auto: {names[0]} stops on samples it cannot reach; {', '.join(names[1:])} run first on the "
+            f"{config.probe} survivors nearest the boundary and on the rest only where that breaks one "
+            f"(which ran: 'stages' in each worst-case record; the full plan: --attack {','.join(names)})"
+        )
     return config, notes + unused

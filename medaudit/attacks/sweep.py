@@ -5,20 +5,42 @@ and survives every attack in the plan. Each attack runs only on the samples
 still robust, and eps values are visited in increasing order so a sample broken
 at a smaller eps is broken at every larger one (the smaller ball lies inside the
 larger), which is both the honest count and the fast one.
+
+``probe`` (the ``auto`` plan sets it) screens every attack after the first: per
+batch, it runs first on the ``probe``-share of survivors nearest the decision
+boundary (largest CW margin at their latest point; square with a tenth of its
+queries, as queries, not images, make its cost), and only if it broke one of
+those, on every survivor with the draws the unscreened plan makes (so it
+attacks as the full plan would). An attack that cannot break the closest images
+is not worth its full cost on the farther ones. A batch where some survivor has an
+all-zero or non-finite input gradient is not screened: gradient attacks stand still
+there, so their margins rank nothing and the black-box attack must run in full.
+Each outcome records, per sample and attack, whether it was probed, attacked in
+full or skipped (``stages``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from medaudit.attacks.apgd import APGD
-from medaudit.attacks.base import NORMS, Attack, attacks, is_correct, seeded_generator
+from medaudit.attacks.base import (
+    NORMS,
+    Attack,
+    attacks,
+    is_correct,
+    loss_and_grad,
+    margin,
+    seeded_generator,
+)
 from medaudit.attacks.pgd import max_loss_pgd
+from medaudit.attacks.square import Square
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_logits
@@ -28,6 +50,13 @@ from medaudit.task import Task
 
 NOT_BROKEN = -1
 CLEAN_WRONG = -2
+# EpsOutcome.stages, per sample and attack: what that attack did to the sample at that eps
+NOT_RUN = 0  # not attacked: wrong or broken before this attack reached it
+PROBED = 1  # attacked in its batch's probe only (the survivors nearest the boundary)
+ATTACKED = 2  # attacked with every survivor of its batch (unscreened, or the probe broke one)
+SKIPPED = 3  # still robust, but the probe broke nobody in its batch, so not attacked
+NONE = np.zeros(0, dtype=np.int64)
+PROBE_QUERY_SHARE = 10  # a probe of square spends 1/10 of its queries
 
 
 @dataclass(frozen=True)
@@ -40,6 +69,7 @@ class AttackConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     batch_size: int = 256
     seed: int = 0
+    probe: int = 0  # 0: every attack runs on every survivor; else see the module docstring
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -55,6 +85,8 @@ class AttackConfig:
             raise ConfigError("eps values must be distinct and increasing")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.probe < 0:
+            raise ConfigError(f"probe must be 0 (no screening) or a number of samples, got {self.probe}")
         for name in self.attacks:
             attacks.get(name)
 
@@ -72,6 +104,7 @@ class EpsOutcome:
     auc_logits: torch.Tensor | None  # scores for AUC under attack (None for black-box models)
     linf: np.ndarray  # float[n] perturbation actually used
     l2: np.ndarray
+    stages: np.ndarray  # int8[n, attacks]: NOT_RUN, PROBED, ATTACKED or SKIPPED
 
     @property
     def robust(self) -> np.ndarray:
@@ -135,6 +168,14 @@ class AttackResult:
             "auc_under_attack": auc,
             "per_class_robust_recall": self._per_class_robust(outcome.robust),
             "broken_by": counts,
+            "stages": {
+                name: {
+                    "attacked": int(np.isin(outcome.stages[:, i], (PROBED, ATTACKED)).sum()),
+                    "probed": int((outcome.stages[:, i] == PROBED).sum()),
+                    "skipped": int((outcome.stages[:, i] == SKIPPED).sum()),
+                }
+                for i, name in enumerate(self.config.attacks)
+            },
             "perturbation": {
                 "mean_linf": float(outcome.linf[attacked].mean()) if attacked.any() else 0.0,
                 "max_linf": float(outcome.linf.max()),
@@ -168,6 +209,7 @@ class AttackResult:
             "n": self.n,
             "clean_accuracy": float(self.clean_correct.mean()),
             "attacks": list(self.config.attacks),
+            "probe": self.config.probe,
             "sweep": self.records(),
             "curve": self.curve(),
             "notes": list(self.notes),
@@ -195,6 +237,98 @@ def _push(
     max-loss PGD. Robust samples keep their attacks' final points."""
     x_adv = max_loss_pgd(model, x, y, eps=eps, norm=config.norm, steps=AUC_PUSH_STEPS, generator=generator)
     return model.predict(x_adv).float().cpu()
+
+
+@dataclass
+class _EpsState:
+    """Per-sample facts at one eps while its batches are attacked (become an ``EpsOutcome``)."""
+
+    broken_by: np.ndarray
+    adv_logits: torch.Tensor
+    linf: np.ndarray
+    l2: np.ndarray
+    stages: np.ndarray
+    adv_images: torch.Tensor | None
+
+
+def _masked(model: AuditModel, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether any of these images has an all-zero or non-finite input gradient: there gradient
+    attacks stand still and the margins they leave say nothing, so the probe cannot screen."""
+    if not model.has_gradients:
+        return False
+    _, _, grad = loss_and_grad(model, x, y, "ce")
+    flat = grad.flatten(1)
+    return bool(((flat == 0).all(dim=1) | ~torch.isfinite(flat).all(dim=1)).any())
+
+
+def _attack_batch(
+    model: AuditModel,
+    built: list[Attack],
+    config: AttackConfig,
+    state: _EpsState,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: int,
+    key: tuple[int, int],
+    eps: float,
+    quota: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Every attack of the plan on one batch at one eps, each on the samples still robust;
+    ``quota`` samples per probe when the plan screens (``config.probe``)."""
+    task, device = model.task, model.device
+    # samples broken at a smaller eps keep that (valid, smaller) perturbation's verdict
+    live = np.flatnonzero(state.broken_by[start : start + len(x)] == NOT_BROKEN)
+    gap = np.zeros(len(x))  # distance to the boundary (-CW margin) at each sample's latest point
+
+    def hit(index: int, targets: np.ndarray, stage: int, *extra: int, done: np.ndarray = NONE) -> np.ndarray:
+        """Attack these rows of the batch with attack ``index``; return those it broke. Rows in
+        ``done`` (broken by this attack's probe) keep the probe's adversarial point."""
+        xs, ys = x[targets].to(device), y[targets].to(device)
+        generator = seeded_generator(config.seed, *key, index, *extra)
+        attack = built[index]
+        if stage == PROBED and isinstance(attack, Square):  # queries, not images, make its cost
+            attack = replace(attack, queries=max(1, attack.queries // PROBE_QUERY_SHARE))
+        x_adv = attack(model, xs, ys, eps=eps, norm=config.norm, generator=generator)
+        logits = model.predict(x_adv).float().cpu()
+        fooled = ~is_correct(logits, ys.cpu(), task).numpy()
+        new = ~np.isin(targets, done)
+        targets, x_adv, xs, ys, logits, fooled = (
+            targets[new],
+            x_adv[new],
+            xs[new],
+            ys[new],
+            logits[new],
+            fooled[new],
+        )
+        rows = start + targets
+        state.stages[rows, index] = stage
+        gap[targets] = -margin(logits, ys.cpu(), task).numpy()
+        state.adv_logits[rows] = logits
+        state.linf[rows], state.l2[rows] = _norms((x_adv - xs).cpu())
+        if state.adv_images is not None:
+            state.adv_images[rows] = x_adv.cpu()
+        state.broken_by[rows[fooled]] = index
+        return targets[fooled]
+
+    screen = config.probe > 0 and len(live) > 0 and not _masked(model, x[live].to(device), y[live].to(device))
+    for index in range(len(built)):
+        if len(live) == 0:
+            break
+        if screen and index > 0:  # the survivors nearest the boundary first
+            order = live[np.argsort(gap[live], kind="stable")]
+            probe, rest = np.sort(order[:quota]), np.sort(order[quota:])
+            broken = hit(index, probe, PROBED, 1)
+            if len(broken) and len(rest):
+                # in full: every survivor (the probe's too) with the draws of the unscreened plan
+                broken = np.concatenate([broken, hit(index, live, ATTACKED, done=broken)])
+            else:
+                state.stages[start + rest, index] = SKIPPED
+        else:
+            broken = hit(index, live, ATTACKED)
+        live = np.setdiff1d(live, broken)
+        if progress:
+            progress(len(x))
 
 
 def run_attacks(
@@ -227,38 +361,26 @@ def run_attacks(
     outcomes: list[EpsOutcome] = []
     adversarial: dict[float, torch.Tensor] = {}
     for eps_index, eps in enumerate(config.eps):
-        broken_by = previous.copy()
-        adv_logits = clean.clone()
+        state = _EpsState(
+            broken_by=previous.copy(),
+            adv_logits=clean.clone(),
+            linf=np.zeros(data.n),
+            l2=np.zeros(data.n),
+            stages=np.full((data.n, len(built)), NOT_RUN, dtype=np.int8),
+            adv_images=data.float_images(0, data.n) if keep_adversarial else None,
+        )
         pushed: dict[int, torch.Tensor] = {}
-        linf = np.zeros(data.n)
-        l2 = np.zeros(data.n)
-        adv_images = data.float_images(0, data.n) if keep_adversarial else None
         for start, x, y in data.batches(config.batch_size):
             # every random draw is keyed by (global batch start, eps, attack): see seeded_generator
             block = data.offset + start
-            # samples broken at a smaller eps keep that (valid, smaller) perturbation's verdict
-            live = np.flatnonzero(broken_by[start : start + len(x)] == NOT_BROKEN)
             if eps > 0:
-                for index, attack in enumerate(built):
-                    if len(live) == 0:
-                        break
-                    xs, ys = x[live].to(device), y[live].to(device)
-                    generator = seeded_generator(config.seed, block, eps_index, index)
-                    x_adv = attack(model, xs, ys, eps=eps, norm=config.norm, generator=generator)
-                    logits = model.predict(x_adv).float().cpu()
-                    fooled = ~is_correct(logits, ys.cpu(), task).numpy()
-                    rows = start + live
-                    adv_logits[rows] = logits
-                    linf[rows], l2[rows] = _norms((x_adv - xs).cpu())
-                    if adv_images is not None:
-                        adv_images[rows] = x_adv.cpu()
-                    broken_by[rows[fooled]] = index
-                    live = live[~fooled]
-                    if progress:
-                        progress(len(x))
+                quota = math.ceil(config.probe * len(x) / data.population)
+                _attack_batch(
+                    model, built, config, state, x, y, start, (block, eps_index), eps, quota, progress
+                )
             elif progress:
                 progress(len(x) * len(built))
-            wrong = np.flatnonzero(broken_by[start : start + len(x)] != NOT_BROKEN)
+            wrong = np.flatnonzero(state.broken_by[start : start + len(x)] != NOT_BROKEN)
             if model.has_gradients and len(wrong):
                 generator = seeded_generator(config.seed, block, eps_index, len(built))
                 logits = _push(model, x[wrong].to(device), y[wrong].to(device), eps, config, generator)
@@ -266,20 +388,22 @@ def run_attacks(
         # samples broken at an earlier eps: their earlier adversarial logits still hold
         earlier = previous >= 0
         if outcomes and earlier.any():
-            adv_logits[earlier] = outcomes[-1].adv_logits[earlier]
-            linf[earlier], l2[earlier] = outcomes[-1].linf[earlier], outcomes[-1].l2[earlier]
-            if adv_images is not None:
-                adv_images[earlier] = adversarial[outcomes[-1].eps][earlier]
+            state.adv_logits[earlier] = outcomes[-1].adv_logits[earlier]
+            state.linf[earlier], state.l2[earlier] = outcomes[-1].linf[earlier], outcomes[-1].l2[earlier]
+            if state.adv_images is not None:
+                state.adv_images[earlier] = adversarial[outcomes[-1].eps][earlier]
         auc_logits = None
         if model.has_gradients:
-            auc_logits = adv_logits.clone()
+            auc_logits = state.adv_logits.clone()
             for row, logits in pushed.items():
                 auc_logits[row] = logits
-        outcome = EpsOutcome(eps, broken_by, adv_logits, auc_logits, linf, l2)
+        outcome = EpsOutcome(
+            eps, state.broken_by, state.adv_logits, auc_logits, state.linf, state.l2, state.stages
+        )
         outcomes.append(outcome)
-        if adv_images is not None:
-            adversarial[eps] = adv_images
-        previous = broken_by
+        if state.adv_images is not None:
+            adversarial[eps] = state.adv_images
+        previous = state.broken_by
     return AttackResult(
         config=config,
         task=task,

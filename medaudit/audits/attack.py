@@ -198,6 +198,7 @@ class AttackAudit(Audit):
             "eps": list(config.eps),
             "norm": config.norm,
             "params": config.params,
+            "probe": config.probe,
         }
         return record, audited
 

@@ -29,7 +29,7 @@ from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_do
 from medaudit.commands.merge import merge_documents, show_merged
 from medaudit.commands.progress import audit_prefix, progress_bar
 from medaudit.commands.progress import context as progress_context
-from medaudit.errors import GATE_FAILED, ConfigError
+from medaudit.errors import GATE_FAILED, ConfigError, MedauditError
 from medaudit.gate import load_policy
 from medaudit.gate.policy import Verdict, policy_table
 from medaudit.options import in_file_words
@@ -60,11 +60,11 @@ def _file_words(audit: AuditFile) -> Iterator[None]:
     sections |= {name: type(options) for name, options in audit.audits.items()}
     try:
         yield
-    except ConfigError as exc:
+    except MedauditError as exc:
         message = in_file_words(str(exc), sections)
         if message == str(exc):
             raise
-        raise ConfigError(f"{audit.path}: {message}") from exc
+        raise type(exc)(f"{audit.path}: {message}") from exc
 
 
 def _check_options(audit: AuditFile, context: Context, shard: str | None) -> None:
