@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/medaudit eval $(DEMO_MODEL) --json out/demo_eval.json
 	$(BIN)/medaudit attack $(DEMO_MODEL) --eps 0.004 --limit $(DEMO_LIMIT) --json out/demo_attack.json
 	$(BIN)/medaudit shift $(DEMO_MODEL) --limit $(DEMO_LIMIT) --json out/demo_shift.json --save-heatmap out/demo_shift_heatmap.png
-	@echo "demo done. The same audits on all 624 test images (a few minutes on 2 cores):"
+	@echo "demo done. The same audits on all 624 test images (about a minute each on 2 cores):"
 	@echo "  $(BIN)/medaudit attack $(DEMO_MODEL) --eps 0.004 --json out/attack.json"
 	@echo "  $(BIN)/medaudit shift $(DEMO_MODEL) --json out/shift.json"
 

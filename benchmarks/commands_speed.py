@@ -54,10 +54,12 @@ def cases(quick: bool, with_run: bool, scratch: Path) -> list[tuple[str, list[st
     ]
     if with_run:
         audit = scratch / "audit.toml"
-        subprocess.run([MEDAUDIT, "init", str(audit)], cwd=ROOT, check=True, capture_output=True)
-        text = audit.read_text().replace("sample_models/", f"{ROOT}/sample_models/")
-        audit.write_text(text)
-        found.append(("run of the init template", [MEDAUDIT, "run", str(audit)]))
+        subprocess.run(
+            [MEDAUDIT, "init", str(audit)], cwd=ROOT, check=True, capture_output=True
+        )  # paths work from there
+        found.append(
+            ("run of the init template (exit 1: its confounders rule fails)", [MEDAUDIT, "run", str(audit)])
+        )
     return found
 
 
