@@ -634,3 +634,46 @@ def test_confounders_section_has_its_heatmap_and_ranking() -> None:
     page = render_html(doc)
     assert "Confounder probes" in page and page.count("<img") == 1
     assert "sensitive" in page and "lowpass" in page
+
+
+def test_confounders_section_shows_the_calibrated_verdicts_and_discovery() -> None:
+    ranking = [
+        {
+            "artifact": "dose_noise", "position": None, "verdict": "shortcut", "towards": "normal",
+            "effect": 0.202, "effect_ci": [0.179, 0.226], "control": 0.122, "worst_flip_rate": 0.312,
+            "summary": "shortcut towards normal",
+        },
+        {
+            "artifact": "patch", "position": "centre", "verdict": "none", "towards": "normal",
+            "effect": 0.03, "effect_ci": [0.023, 0.036], "control": 0.048, "worst_flip_rate": 0.066,
+            "summary": "no shortcut",
+        },
+    ]  # fmt: skip
+    discovery = [
+        {
+            "region": "top-left",
+            "towards": "pneumonia",
+            "flip_rate": 0.98,
+            "control_flip_rate": 0.2,
+            "flagged": True,
+        },
+        {
+            "region": "centre",
+            "towards": "normal",
+            "flip_rate": 0.3,
+            "control_flip_rate": 0.25,
+            "flagged": False,
+        },
+    ]
+    doc = {
+        "schema": "medaudit/1",
+        "command": "confounders",
+        "results": {"ranking": ranking, "discovery": discovery},
+    }
+    page = render_html(doc)
+    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    dose = next(r for r in rows if r.startswith("<td>dose_noise</td>"))
+    assert "shortcut" in dose and "0.20 [0.18, 0.23]" in dose and "0.122" in dose
+    flagged = next(r for r in rows if r.startswith("<td>top-left</td>"))
+    assert 'class="fail">FLAGGED' in flagged and "0.980" in flagged
+    assert "FLAGGED" not in next(r for r in rows if r.startswith("<td>centre</td>"))

@@ -142,6 +142,11 @@ class AttackAudit(Audit):
             )
         return rows
 
+    def html(self, results: dict[str, Any], data_label: str) -> str | None:
+        from medaudit.report.html import attack_section
+
+        return attack_section(results, f"Robustness: {data_label}")
+
     def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
         """The sweep and its honesty checks, the planner's notes, and a failed check's alarm."""
         from rich.text import Text

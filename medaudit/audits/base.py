@@ -156,6 +156,10 @@ class Audit:
         """Audit ``prepared``: (the configuration record for the JSON, the result). Never prints."""
         raise NotImplementedError
 
+    def html(self, results: dict[str, Any], data_label: str) -> str | None:
+        """Its section of the HTML page (escaped HTML), None for the generic key/value view."""
+        return None
+
     def figures(self, prepared: Prepared, result: Any) -> dict[str, bytes]:
         """PNG pictures of ``result`` (what ``run`` returned) for the HTML report, by caption:
         what the JSON cannot hold."""

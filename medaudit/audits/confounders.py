@@ -282,6 +282,13 @@ class ConfoundersAudit(Audit):
             rows.append(SummaryRow("discovery: flagged regions", ", ".join(flagged) or "none"))
         return rows
 
+    def html(self, results: dict[str, Any], data_label: str) -> str | None:
+        from medaudit.report.html import confounders_section
+
+        if not any(isinstance(results.get(key), list) for key in ("ranking", "discovery")):
+            return None  # the subgroup and fine-tune modes: the generic view
+        return confounders_section(results, f"Flip rate under artifacts: {data_label}")
+
     def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
         from medaudit.report import confounder_tables as ct
 

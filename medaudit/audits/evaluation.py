@@ -168,6 +168,11 @@ class EvalAudit(Audit):
             ]
         return [*rows, SummaryRow("ECE", results.get("ece")), SummaryRow("n", results.get("n"))]
 
+    def html(self, results: dict[str, Any], data_label: str) -> str | None:
+        from medaudit.report.html import eval_section
+
+        return eval_section(results, f"Calibration: {data_label}")
+
     def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
         from medaudit.report.tables import eval_tables
 

@@ -121,6 +121,11 @@ class IntrinsicAudit(Audit):
             rows.append(SummaryRow("local Lipschitz (mean)", number(results["model_smoothness"].get("mean"))))
         return rows
 
+    def html(self, results: dict[str, Any], data_label: str) -> str | None:
+        from medaudit.report.html import intrinsic_section
+
+        return intrinsic_section(results)
+
     def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
         from medaudit.report.tables import intrinsic_table
 

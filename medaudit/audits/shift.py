@@ -172,6 +172,11 @@ class ShiftAudit(Audit):
             SummaryRow("worst corruption", f"{s.get('worst_corruption')} (BE {worst})"),
         ]
 
+    def html(self, results: dict[str, Any], data_label: str) -> str | None:
+        from medaudit.report.html import shift_section
+
+        return shift_section(results, f"Accuracy drop under corruption: {data_label}")
+
     def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
         from medaudit.report.tables import note_lines, shift_tables
 

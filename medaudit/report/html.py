@@ -274,7 +274,7 @@ def _gate_section(gate: list[dict[str, Any]]) -> str:
     return f'<section id="gate"><h2>Gate</h2>{verdict}{table}</section>'
 
 
-def _eval_section(res: dict[str, Any], title: str) -> str:
+def eval_section(res: dict[str, Any], title: str) -> str:
     rows = [
         f'<tr><th>{_e(label)}</th>{_td(res.get(key))}<td class="num">{_e(interval_text(res, key) or "")}</td></tr>'
         for label, key in headline(res)
@@ -332,7 +332,7 @@ def _grey_levels(eps: Any) -> str:
     return f"{eps * 255:.2g}" if isinstance(eps, int | float) else "–"
 
 
-def _attack_section(res: dict[str, Any], title: str) -> str:
+def attack_section(res: dict[str, Any], title: str) -> str:
     sweep = res.get("sweep") or []
     parts = []
     if any(r.get("attack") == "worst-case" for r in sweep):
@@ -391,7 +391,7 @@ def _attack_section(res: dict[str, Any], title: str) -> str:
     return "".join(parts)
 
 
-def _shift_section(res: dict[str, Any], title: str) -> str:
+def shift_section(res: dict[str, Any], title: str) -> str:
     parts = []
     cells = res.get("corruptions") or []
     if cells:
@@ -468,7 +468,7 @@ def _interval(value: Any, interval: Any) -> str:
     return text
 
 
-def _intrinsic_section(res: dict[str, Any]) -> str:
+def intrinsic_section(res: dict[str, Any]) -> str:
     sharp = res.get("label_sharpness") or {}
     d = res.get("d_data") or {}
     q = sharp.get("quantiles") or {}
@@ -544,7 +544,7 @@ def _generic_section(res: Any) -> str:
     return out
 
 
-def _confounders_section(res: dict[str, Any], title: str) -> str:
+def confounders_section(res: dict[str, Any], title: str) -> str:
     """The flip-rate heatmap (artifact x strength, worst position) and the ranking with its verdicts."""
     probes = [p for p in res.get("probes") or [] if isinstance(p, dict)]
     names = list(dict.fromkeys(p["artifact"] for p in probes))
@@ -561,29 +561,40 @@ def _confounders_section(res: dict[str, Any], title: str) -> str:
     rows = [
         "<tr>"
         + _td(r.get("artifact"))
+        + _td(r.get("position") or "-")
+        + _td(r.get("verdict"))
+        + _td(r.get("towards"))
+        + _td(_interval(r.get("effect"), r.get("effect_ci")))
+        + _td(r.get("control"), 3)
         + _td(r.get("worst_flip_rate"), 3)
-        + _td(r.get("worst_auc_drop_reversed"), 3)
         + _td(r.get("summary"))
         + "</tr>"
         for r in res.get("ranking") or []
         if isinstance(r, dict)
     ]
-    return out + _table(["artifact", "worst flip rate", "worst ΔAUC reversed", "verdict"], rows)
+    columns = ["artifact", "position", "verdict", "towards", "effect [95% interval]", "control"]
+    out += _table([*columns, "worst flip rate", "reading"], rows) if rows else ""
+    found = [
+        "<tr>"
+        + _td(r.get("region"))
+        + _td(r.get("towards"))
+        + _td(r.get("flip_rate"), 3)
+        + _td(r.get("control_flip_rate"), 3)
+        + _td("FLAGGED" if r.get("flagged") is True else "no", cls="fail" if r.get("flagged") is True else "")
+        + "</tr>"
+        for r in res.get("discovery") or []
+        if isinstance(r, dict)
+    ]
+    if found:
+        header = ["region", "towards", "flip rate", "control flip rate", "flagged"]
+        out += _table(header, found, caption="shortcut discovery: a universal patch per region")
+    return out
 
 
 def _section(name: str, res: Any, data_label: str) -> str:
     heading = audits.get(name).title if name in audits else name
-    if name == "eval" and isinstance(res, dict):
-        body = _eval_section(res, f"Calibration: {data_label}")
-    elif name == "attack" and isinstance(res, dict):
-        body = _attack_section(res, f"Robustness: {data_label}")
-    elif name == "shift" and isinstance(res, dict):
-        body = _shift_section(res, f"Accuracy drop under corruption: {data_label}")
-    elif name == "confounders" and isinstance(res, dict):
-        body = _confounders_section(res, f"Flip rate under artifacts: {data_label}")
-    elif name == "intrinsic" and isinstance(res, dict):
-        body = _intrinsic_section(res)
-    else:
+    body = audits.get(name).html(res, data_label) if name in audits and isinstance(res, dict) else None
+    if body is None:
         body = _generic_section(res)
     anchor = re.sub(r"[^a-z0-9-]", "-", name.lower())
     if not anchor or len(anchor) > 40 or "http" in anchor:  # a key from a foreign document
