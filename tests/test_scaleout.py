@@ -68,3 +68,10 @@ def test_a_part_that_fails_gives_its_own_error(tmp_path: Path, real_data_root: P
     path.write_text(path.read_text().replace("limit = 48", 'dataset = "retinamnist"\nlimit = 48'))
     result = CliRunner().invoke(app, ["run", str(path), "--parts", "2", "--ray", "local"])
     assert_one_line_error(result, "3 channels", "[model] channels")
+
+
+def test_parts_refuse_what_needs_every_image_before_starting_ray(tmp_path: Path) -> None:
+    path = audit_file(tmp_path, tmp_path)
+    path.write_text(path.read_text() + "[confounders]\ndiscover = true\n")
+    result = CliRunner().invoke(app, ["run", str(path), "--parts", "2", "--ray", "local"])
+    assert_one_line_error(result, "[confounders] discover", "without --shard")

@@ -135,9 +135,10 @@ def run_command(
         from medaudit.scaleout import run_parts
 
         with _file_words(audit):
-            _check_options(
-                audit, progress_context(console, audit.run.batch_size, audit.data.seed, None), "0/1"
+            context = progress_context(
+                console, audit.run.batch_size, audit.data.seed, audit.data.data, sharded=True
             )
+            _check_options(audit, context, "0/1")  # the parts are shards
         docs = run_parts(audit_file, policy, parts, ray, progress_bar)
         doc, verdicts = merge_documents(docs)
         doc["wall_time_s"] = round(timer.elapsed, 3)
@@ -146,10 +147,7 @@ def run_command(
         return
     doc, run, states = _audit(audit_file, audit, shard, console, timer)
     if shard is not None:  # the gate judges the merged report (medaudit merge), not a part
-        doc["gate"] = None
-        table = policy_table(gate_source) if isinstance(gate_source, Path) else gate_source
-        run.attach_state(doc, states, gate=table)
-        emit(console, json, doc)
+        emit(console, json, _as_part(doc, run, states, gate_source))
         return
     verdicts = gate_document(doc, rules)[0] if rules is not None else []
     doc["gate"] = [v.to_dict() for v in verdicts] if rules is not None else None
@@ -200,6 +198,11 @@ def audit_part(audit_file: Path, policy: Path | None, shard: str) -> dict[str, A
     audit = read_audit_file(audit_file)
     gate_source = policy if policy is not None else audit.gate
     doc, run, states = _audit(audit_file, audit, shard, console, timer)
+    return _as_part(doc, run, states, gate_source)
+
+
+def _as_part(doc: dict[str, Any], run: Prepared, states: dict[str, Any], gate_source: Any) -> dict[str, Any]:
+    """A shard's report: no verdict of its own, the state and the gate rules ``merge`` needs."""
     doc["gate"] = None
     table = policy_table(gate_source) if isinstance(gate_source, Path) else gate_source
     run.attach_state(doc, states, gate=table)
