@@ -112,3 +112,19 @@ def test_existing_outputs_are_never_overwritten(workspace: tuple[Path, Path], tm
         app, ["harden", str(model), "--data", str(data), "--out", str(model.with_suffix(""))]
     )
     assert_one_line_error(result, "exists")
+
+
+def test_the_report_cannot_take_the_cards_name(workspace: tuple[Path, Path], tmp_path: Path) -> None:
+    model, data = workspace
+    args = [
+        "harden",
+        str(model),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "h"),
+        "--json",
+        str(tmp_path / "h.json"),
+    ]
+    assert_one_line_error(CliRunner().invoke(app, args), "card")
+    assert not list(tmp_path.glob("h*"))

@@ -119,6 +119,10 @@ def harden_command(
     eps = budgets[0]
     inputs = input_files(model.path, data.data)
     for target in [out.with_name(out.name + suffix) for suffix in SUFFIXES]:
+        if json is not None and json != "-" and Path(json).resolve() == target.resolve():
+            raise ConfigError(
+                f"--json {json} is the hardened model's card (--out {out}): choose another name"
+            )
         if target.exists():
             raise ConfigError(f"--out {out}: {target} exists; choose another stem (nothing is overwritten)")
         check_output_target(target, inputs, "--out")
