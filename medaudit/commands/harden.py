@@ -138,16 +138,15 @@ def harden_command(
         "margin_step": options.margin_step, "margin_max": options.margin_max, "limit": options.train_limit,
         "seed": seed, "checkpoint": None if options.checkpoint is None else str(options.checkpoint),
     }  # fmt: skip
-    HardenConfig.for_data(
-        10**6, **{k: v for k, v in settings.items() if v is not None}
-    )  # typos, before loading
+    given: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    HardenConfig(**given)  # every setting checked before loading
     run = prepare(model, data, run_settings, json_target=json)
     print_warnings(console, run.warnings)
     train = load_data(data_spec(run.model, replace(data, split=Split.train, limit=None)))
     if train.channels != run.data.channels or train.size != run.data.size:
         raise ConfigError("the training split does not match the audited split in channels or size")
     bind_model(run.model, train)
-    config = HardenConfig.for_data(train.n, **{k: v for k, v in settings.items() if v is not None})
+    config = HardenConfig.for_data(train.n, **given)
     used = train.n if config.limit is None else min(config.limit, train.n)
     total = config.epochs * math.ceil(used / config.batch_size)
     with progress_bar(console, f"hardening ({config.method}, eps {config.eps:.4g})", total) as advance:

@@ -207,12 +207,6 @@ class AuditModel(nn.Module):
 
         return extract_features(self, data, layer, batch_size, progress)
 
-    def feature_layers(self) -> list[str]:
-        """The layer names ``features`` accepts (empty: only the default, e.g. TorchScript)."""
-        from medaudit.models.features import available_layers
-
-        return available_layers(self)
-
     def describe(self) -> dict[str, Any]:
         """Everything ``medaudit info`` shows and the JSON records."""
         info = self.info
