@@ -2,8 +2,8 @@
 
     MEDAUDIT_DATA_ROOT=../shared/data/medmnist PYTHONPATH=/tmp/parity-pkgs .venv/bin/python benchmarks/run.py [--quick]
 
-Runs attack_speed.py, shift_speed.py, intrinsic_speed.py and scaling.py in turn
-(``--quick`` passes on: a smoke run of a few minutes that writes to
+Runs attack_speed.py, shift_speed.py, intrinsic_speed.py, scaling.py, pt2_speed.py,
+commands_speed.py and harden_speed.py in turn (``--quick`` passes on: a smoke run of a few minutes that writes to
 /tmp/medaudit-bench-quick unless --out-dir says otherwise, so the committed
 results stay), then writes RESULTS.md with the machine facts, the time of each
 part and the headline ratios (medaudit / peer, medians of several runs), and
@@ -27,7 +27,7 @@ from typing import Any
 from facts import machine_facts
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("attack", "shift", "intrinsic", "scaling", "pt2", "commands")
+PARTS = ("attack", "shift", "intrinsic", "scaling", "pt2", "commands", "harden")
 NOTES = "<!-- notes: kept when this file is rewritten -->"
 
 
@@ -85,6 +85,15 @@ def headlines(out_dir: Path) -> list[str]:
         lines.append(
             f"| {audit}: growth of time with the number of images | exponent {growth['time_exponent']:.2f} "
             f"(1 = linear) | peak RSS {growth['memory_mb']} MB |"
+        )
+    if (out_dir / "RESULTS-harden.json").exists():
+        harden = json.loads((out_dir / "RESULTS-harden.json").read_text())
+        plain, *methods = harden["rows"]
+        ratios = ", ".join(f"{r['cpu_vs_plain']:.2f}× {r['run']}" for r in methods)
+        peaks = ", ".join(f"{r['rss_peak_mb']:.0f} {r['run']}" for r in methods)
+        lines.append(
+            f"| harden per epoch vs plain PyTorch PGD-AT loop ({harden['images']} PneumoniaMNIST training "
+            f"images, CPU time) | {ratios} | peak RSS MB {peaks}, plain {plain['rss_peak_mb']:.0f} |"
         )
     return lines
 

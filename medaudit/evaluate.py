@@ -12,6 +12,9 @@ from medaudit.data import AuditData
 from medaudit.errors import ConfigError, ModelLoadError
 from medaudit.metrics import (
     BINARY_INTERVAL_METRICS,
+    BOOTSTRAP_CONFIDENCE,
+    BOOTSTRAP_METHOD,
+    BOOTSTRAP_ROUNDS,
     CALIBRATION_BINS,
     bootstrap_intervals,
     calibration,
@@ -29,13 +32,16 @@ class EvalConfig:
 
     batch_size: int = 256
     threshold: float = 0.5
-    """Binary tasks: predict the last class when its probability exceeds this."""
-    bootstrap: int = 1000
+    """Binary tasks: predict the positive class when its probability exceeds this."""
+    bootstrap: int = BOOTSTRAP_ROUNDS
     """Resamples for the confidence intervals; 0 gives none."""
-    confidence: float = 0.95
+    confidence: float = BOOTSTRAP_CONFIDENCE
     seed: int = 0
     """Seeds the bootstrap (the data's --seed)."""
     calibration_bins: int = CALIBRATION_BINS
+    positive_class: str | None = None
+    """Binary tasks: the positive class, a class name or index (``--positive-class``); None: the
+    last class. Resolved against the model's classes by ``positive_index``."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -68,15 +74,20 @@ class EvalResult:
         """The Evaluator's metrics, then calibration, the binary operating point, ordinal
         agreement (null where the task has none) and the bootstrap intervals."""
         cfg, binary = self.config, self.task is Task.BINARY
-        out = classification_metrics(self.logits, self.labels, self.task, self.class_names, cfg.threshold)
+        pos = positive_index(cfg.positive_class, self.task, self.class_names)
+        if pos is None:
+            pos = len(self.class_names) - 1
+        out = classification_metrics(
+            self.logits, self.labels, self.task, self.class_names, cfg.threshold, pos if binary else None
+        )
         probs = probabilities(self.logits, self.task).cpu().numpy()
         labels = self.labels.cpu().numpy()
         out.update(calibration(probs, labels, self.task, cfg.calibration_bins))
         recall = list(out["per_class_recall"].values())
         out["threshold"] = cfg.threshold if binary else None
-        out["positive_class"] = self.class_names[-1] if binary else None
-        out["sensitivity"] = recall[-1] if binary else None
-        out["specificity"] = recall[0] if binary else None
+        out["positive_class"] = self.class_names[pos] if binary else None
+        out["sensitivity"] = recall[pos] if binary else None
+        out["specificity"] = recall[1 - pos] if binary else None
         ordinal = self.task is Task.ORDINAL
         out.update(
             ordinal_metrics(probs.argmax(axis=1), labels, probs.shape[1])
@@ -84,20 +95,50 @@ class EvalResult:
             else {"kappa": None, "mae": None}
         )
         intervals = bootstrap_intervals(
-            self.logits, self.labels, self.task, cfg.threshold, cfg.bootstrap, cfg.confidence, cfg.seed
+            self.logits,
+            self.labels,
+            self.task,
+            cfg.threshold,
+            cfg.bootstrap,
+            cfg.confidence,
+            cfg.seed,
+            pos if binary else None,
         )
         out.update({f"{key}_ci": intervals.get(f"{key}_ci") for key in BINARY_INTERVAL_METRICS})
         out["bootstrap"] = {
             "rounds": cfg.bootstrap,
             "confidence": cfg.confidence,
             "seed": cfg.seed,
-            "method": "percentile; images resampled with replacement",
+            "method": BOOTSTRAP_METHOD,
             "auc_skipped": intervals["auc_skipped"],
         }
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task.value, "class_names": list(self.class_names), **self.metrics()}
+
+
+def positive_index(value: str | None, task: Task, class_names: tuple[str, ...]) -> int | None:
+    """``--positive-class`` (a class name, else an index) as the class's index; None when not
+    given. ConfigError naming the option and the valid classes for an unknown class or a task
+    that is not binary."""
+    if value is None:
+        return None
+    valid = ", ".join(f"{i} ({name})" for i, name in enumerate(class_names))
+    if task is not Task.BINARY or len(class_names) != 2:
+        raise ConfigError(
+            f"--positive-class applies to binary tasks only; this model's task is {task.value} "
+            f"with classes {valid}"
+        )
+    text = value.strip()
+    if text in class_names:
+        return class_names.index(text)
+    folded = [name.casefold() for name in class_names]
+    if folded.count(text.casefold()) == 1:
+        return folded.index(text.casefold())
+    if text.lstrip("+-").isdigit() and 0 <= int(text) < len(class_names):
+        return int(text)
+    raise ConfigError(f"--positive-class '{value}' is not a class of this model: use one of {valid}")
 
 
 def predict_checked(model: AuditModel, x: torch.Tensor, start: int) -> torch.Tensor:
@@ -133,8 +174,9 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Clean metrics of a bound model (see ``bind_model``) on ``data``."""
-    logits = predict_logits(model, data, config.batch_size, progress)
     assert model.task is not None and model.class_names is not None, "bind_model first"
+    positive_index(config.positive_class, model.task, model.class_names)  # refuse before predicting
+    logits = predict_logits(model, data, config.batch_size, progress)
     if config.threshold != 0.5 and model.task is not Task.BINARY:
         raise ConfigError(
             f"--threshold applies to binary tasks only; this model's task is {model.task.value}"

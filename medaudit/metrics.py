@@ -1,8 +1,8 @@
 """Clean classification metrics with the MedMNIST Evaluator's conventions, and what users of
 peer tools expect beside them (calibration, ordinal agreement, bootstrap intervals).
 
-Binary: AUC on the last column's probability, accuracy of p(last) > threshold (0.5 as the
-Evaluator). Multi-class and ordinal: unweighted one-vs-rest AUC, accuracy of the argmax.
+Binary: AUC on the positive class's probability, accuracy of p(positive) > threshold (0.5 as
+the Evaluator); the positive class is the last one unless ``positive`` names the other. Multi-class and ordinal: unweighted one-vs-rest AUC, accuracy of the argmax.
 Multi-label: per-label AUC and per-label accuracy at 0.5, averaged (not exact match).
 """
 
@@ -21,6 +21,11 @@ CALIBRATION_BINS = 15
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "auc")
 """The metrics ``bootstrap_intervals`` gives an interval for; for binary tasks also these:"""
 BINARY_INTERVAL_METRICS = (*INTERVAL_METRICS, "sensitivity", "specificity")
+BOOTSTRAP_ROUNDS = 1000
+"""Resamples of the intervals where the user sets none (``eval --bootstrap``'s default; the clean
+rows of ``attack`` and ``shift``)."""
+BOOTSTRAP_CONFIDENCE = 0.95
+BOOTSTRAP_METHOD = "percentile; images resampled with replacement"
 _BOOTSTRAP_BLOCK = 1 << 21
 """Resample weights held at once (resamples x images, float64): 16 MiB."""
 
@@ -62,12 +67,21 @@ def probabilities(logits: torch.Tensor, task: Task) -> torch.Tensor:
     return torch.sigmoid(logits) if task is Task.MULTI_LABEL else torch.softmax(logits, dim=1)
 
 
-def predictions(probs: torch.Tensor, task: Task, threshold: float = 0.5) -> torch.Tensor:
-    """Evaluator's decision rule: p(last class) > threshold for binary, argmax for multi-class."""
+def positive_of(probs: Any, positive: int | None) -> int:
+    """The binary positive class's index: ``positive``, else the last class."""
+    return probs.shape[1] - 1 if positive is None else positive
+
+
+def predictions(
+    probs: torch.Tensor, task: Task, threshold: float = 0.5, positive: int | None = None
+) -> torch.Tensor:
+    """Evaluator's decision rule: p(positive class) > threshold for binary (the positive class is
+    the last unless ``positive`` says otherwise), argmax for multi-class."""
     if task is Task.MULTI_LABEL:
         return (probs > 0.5).long()
     if task is Task.BINARY and probs.shape[1] == 2:
-        return (probs[:, -1] > threshold).long()
+        pos = positive_of(probs, positive)
+        return torch.where(probs[:, pos] > threshold, pos, 1 - pos).long()
     return probs.argmax(dim=1)
 
 
@@ -76,9 +90,10 @@ def _nanmean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else math.nan
 
 
-def auc(probs: np.ndarray, labels: np.ndarray, task: Task) -> float:
+def auc(probs: np.ndarray, labels: np.ndarray, task: Task, positive: int | None = None) -> float:
     if task is Task.BINARY:
-        return roc_auc(labels == probs.shape[1] - 1, probs[:, -1])
+        pos = positive_of(probs, positive)
+        return roc_auc(labels == pos, probs[:, pos])
     if task is Task.MULTI_LABEL:
         return _nanmean([roc_auc(labels[:, i] == 1, probs[:, i]) for i in range(labels.shape[1])])
     return _nanmean([roc_auc(labels == i, probs[:, i]) for i in range(probs.shape[1])])
@@ -90,15 +105,17 @@ def classification_metrics(
     task: Task,
     class_names: tuple[str, ...],
     threshold: float = 0.5,
+    positive: int | None = None,
 ) -> dict[str, Any]:
     """accuracy, balanced_accuracy, auc, per_class_recall, confusion_matrix, n.
 
     Balanced accuracy is the mean recall over the classes present in the labels
     (scikit-learn's convention). Recall of an absent class is None. ``threshold`` is the
-    binary decision threshold on the last class's probability (AUC does not depend on it).
+    binary decision threshold on the positive class's probability (AUC does not depend on it);
+    ``positive`` its index (None: the last class).
     """
     probs = probabilities(logits, task)
-    pred = predictions(probs, task, threshold).cpu().numpy()
+    pred = predictions(probs, task, threshold, positive).cpu().numpy()
     y = labels.cpu().numpy()
     p = probs.cpu().numpy()
     n = len(y)
@@ -137,7 +154,7 @@ def classification_metrics(
         "n": n,
         "accuracy": accuracy,
         "balanced_accuracy": balanced_accuracy,
-        "auc": auc(p, y, task),
+        "auc": auc(p, y, task, positive),
         "per_class_recall": dict(zip(class_names, recalls, strict=True)),
         "confusion_matrix": confusion,
     }
@@ -211,7 +228,12 @@ def _row_nanmean(values: np.ndarray) -> np.ndarray:
 
 
 def _weighted_metrics(
-    probs: np.ndarray, labels: np.ndarray, pred: np.ndarray, task: Task, weights: np.ndarray
+    probs: np.ndarray,
+    labels: np.ndarray,
+    pred: np.ndarray,
+    task: Task,
+    weights: np.ndarray,
+    positive: int | None = None,
 ) -> dict[str, np.ndarray]:
     """accuracy, balanced accuracy and AUC of each resample (a row of image counts in ``weights``),
     and for binary tasks sensitivity and specificity, with ``classification_metrics``'
@@ -237,8 +259,9 @@ def _weighted_metrics(
     support = weights @ onehot.astype(np.float64)
     hits = weights @ (onehot * correct[:, None])
     recall = np.divide(hits, support, out=np.full(support.shape, np.nan), where=support > 0)
+    pos = positive_of(probs, positive)
     if task is Task.BINARY:
-        aucs = weighted_roc_auc(labels == classes - 1, probs[:, -1], weights)[:, None]
+        aucs = weighted_roc_auc(labels == pos, probs[:, pos], weights)[:, None]
     else:
         aucs = np.stack(
             [weighted_roc_auc(onehot[:, c], probs[:, c], weights) for c in range(classes)], axis=1
@@ -251,7 +274,7 @@ def _weighted_metrics(
         "auc": np.where(lost, np.nan, _row_nanmean(aucs)),
     }
     if task is Task.BINARY:
-        out.update(sensitivity=recall[:, -1], specificity=recall[:, 0])
+        out.update(sensitivity=recall[:, pos], specificity=recall[:, 1 - pos])
     return out
 
 
@@ -296,9 +319,11 @@ def bootstrap_intervals(
     resamples: int,
     confidence: float,
     seed: int,
+    positive: int | None = None,
 ) -> dict[str, Any]:
     """Percentile bootstrap intervals over images for accuracy, balanced accuracy and AUC (and
-    for binary tasks sensitivity and specificity at ``threshold``).
+    for binary tasks sensitivity and specificity at ``threshold``, ``positive`` the positive
+    class's index, None: the last).
 
     ``resamples`` resamples of the images drawn with replacement (``bootstrap_weights``); each
     interval is the (1 - confidence)/2 and (1 + confidence)/2 quantiles (numpy's linear
@@ -307,22 +332,47 @@ def bootstrap_intervals(
     class and so have no AUC.
     """
     probs = probabilities(logits, task)
-    pred = predictions(probs, task, threshold).cpu().numpy()
+    pred = predictions(probs, task, threshold, positive).cpu().numpy()
     p, y = probs.cpu().numpy(), labels.cpu().numpy()
     draws: dict[str, list[np.ndarray]] = {
         m: [] for m in (BINARY_INTERVAL_METRICS if task is Task.BINARY else INTERVAL_METRICS)
     }
     for weights in bootstrap_weights(len(y), resamples, seed):
-        for metric, values in _weighted_metrics(p, y, pred, task, weights).items():
+        for metric, values in _weighted_metrics(p, y, pred, task, weights, positive).items():
             draws[metric].append(values)
-    tail = (1 - confidence) / 2
     out: dict[str, Any] = {}
     for metric, blocks in draws.items():
         values = np.concatenate(blocks) if blocks else np.empty(0)
-        finite = values[~np.isnan(values)]
-        out[f"{metric}_ci"] = (
-            [float(q) for q in np.quantile(finite, [tail, 1 - tail])] if len(finite) else None
-        )
+        out[f"{metric}_ci"] = percentile_interval(values, confidence)
         if metric == "auc":
-            out["auc_skipped"] = int(len(values) - len(finite))
+            out["auc_skipped"] = int(np.isnan(values).sum())
     return out
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> list[float] | None:
+    """The (1 - confidence)/2 and (1 + confidence)/2 quantiles (numpy's linear interpolation) of
+    the resampled ``values`` that are defined (not NaN); None when none is."""
+    finite = values[~np.isnan(values)]
+    if not len(finite):
+        return None
+    tail = (1 - confidence) / 2
+    return [float(q) for q in np.quantile(finite, [tail, 1 - tail])]
+
+
+def bootstrap_mean_intervals(
+    outcomes: np.ndarray,
+    resamples: int = BOOTSTRAP_ROUNDS,
+    confidence: float = BOOTSTRAP_CONFIDENCE,
+    seed: int = 0,
+) -> list[list[float] | None]:
+    """Percentile bootstrap intervals of the mean of each column of ``outcomes`` (images x
+    columns, e.g. per-image 0/1 correctness: clean, and robust at each eps), resampled exactly as
+    ``bootstrap_intervals`` does (same weights for the same n, resamples and seed), so a column
+    of clean correctness gets eval's accuracy interval. None per column without resamples or
+    images."""
+    columns = np.asarray(outcomes, dtype=np.float64).reshape(len(outcomes), -1)
+    n, k = columns.shape
+    if n == 0 or resamples == 0:
+        return [None] * k
+    means = np.concatenate([weights @ columns / n for weights in bootstrap_weights(n, resamples, seed)])
+    return [percentile_interval(means[:, j], confidence) for j in range(k)]

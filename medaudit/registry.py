@@ -1,10 +1,11 @@
 """A small name -> object registry with lazy ``"pkg.module:attr"`` entries.
 
-Used wherever the set grows, so adding an entry is one decorator (or one line) in
-the entry's own file: architectures (``models/archs``), attacks (``attacks/base.py``),
-shift corruptions (``shift/corrupt.py``), confounder artifacts
-(``confounders/artifacts.py``) and audits (``audits/``). ``medaudit list`` prints
-the first four. ``import_object`` also resolves the user's ``--arch package.module:factory``,
+Used wherever the set grows. The built-in registries that ``medaudit list`` prints
+(architectures, attacks, shift corruptions, confounder artifacts) are declared in
+``medaudit/registries.py``, one line per entry (name, where it lives, one-line description),
+so they can be listed and names checked without importing torch; an implementation is
+imported when ``get`` first asks for it. Audits (``audits/``) register their classes directly.
+``import_object`` also resolves the user's ``--arch package.module:factory``,
 looking first in a folder the caller names (the current folder for ``--arch``, the audit
 file's folder for its ``[model] arch``).
 """
@@ -17,6 +18,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 from medaudit.errors import ConfigError, first_line, what_raised
@@ -119,38 +121,120 @@ def import_object(
     return target
 
 
+@dataclass(frozen=True)
+class Declared:
+    """A built-in entry known by name and description before anything heavy is imported."""
+
+    target: str
+    """``"package.module:attr"`` (the object itself), or with ``registers`` a ``"package.module"``."""
+    description: str
+    """One line for ``medaudit list``."""
+    registers: bool = False
+    """``target`` is a module that registers the entry when imported (by its own decorator,
+    with the options it gives there): ``Registry.declare``."""
+
+
+def describe(entry: object) -> str:
+    """An object's one-line description: its ``description``, else the first line of its docstring.
+
+    '' when it has neither; the signature a dataclass writes as the docstring of a class that
+    has none is not a description either.
+    """
+    text = getattr(entry, "description", None)
+    if not isinstance(text, str):
+        text = entry.__doc__ or ""
+        if isinstance(entry, type) and text.startswith(f"{entry.__name__}("):  # a dataclass's signature
+            text = ""
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
 class Registry(Generic[T]):
-    """Maps names to objects; entries are added by decorator or as lazy strings."""
+    """Maps names to objects; entries are added by decorator or as lazy strings.
+
+    A lazy entry (``register(name, "package.module:attr", description)``, or
+    ``declare(name, "package.module", description)`` for a module that registers the object itself
+    when imported) is listed, described and checked (``names``, ``description``, ``check``, ``in``)
+    without importing anything; ``get`` imports it.
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: dict[str, T | str] = {}
+        self._entries: dict[str, T | Declared] = {}
 
-    def register(self, name: str, obj: T | str | None = None) -> Callable[[T], T]:
-        """Register ``obj`` (or decorate it) under ``name``; duplicates are a bug."""
-        if name in self._entries:
-            raise ValueError(f"{self.kind} '{name}' is already registered")
+    def register(self, name: str, obj: T | str | None = None, description: str = "") -> Callable[[T], T]:
+        """Register ``obj`` (or decorate it) under ``name``; duplicates are a bug.
+
+        A string ``obj`` is a lazy entry with its one-line ``description``. An object registered
+        under a name ``declare``d for a module fills that declaration: it is what importing that
+        module does.
+        """
 
         def add(target: T) -> T:
-            self._entries[name] = target
+            self._fill(name, target)
             return target
 
-        if obj is not None:
-            self._entries[name] = obj
+        if isinstance(obj, str):
+            if name in self._entries:
+                raise ValueError(f"{self.kind} '{name}' is already registered")
+            self._entries[name] = Declared(obj, description)
+        elif obj is not None:
+            self._fill(name, obj)
+        elif name in self._entries and not self._declared_module(name):
+            raise ValueError(f"{self.kind} '{name}' is already registered")
         return add
 
-    def get(self, name: str) -> T:
-        """Return the entry, importing a lazy one on first use."""
+    def declare(self, name: str, module: str, description: str) -> None:
+        """``name`` is registered by ``module`` when it is imported (e.g. by a decorator that also
+        gives the entry's options); until then it is known by name and ``description`` alone."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} '{name}' is already registered")
+        self._entries[name] = Declared(module, description, registers=True)
+
+    def _declared_module(self, name: str) -> str | None:
+        """The module a declared entry waits for, or None."""
+        entry = self._entries.get(name)
+        if isinstance(entry, Declared) and entry.registers:
+            return entry.target
+        return None
+
+    def _fill(self, name: str, target: T) -> None:
+        if name in self._entries and self._declared_module(name) is None:
+            raise ValueError(f"{self.kind} '{name}' is already registered")
+        self._entries[name] = target
+
+    def check(self, name: str) -> None:
+        """Raise the user's ConfigError (with close matches) for an unknown name; imports nothing."""
         if name not in self._entries:
             close = difflib.get_close_matches(name, self._entries, n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"unknown {self.kind} '{name}'.{hint} Choose from: {', '.join(self.names())}")
+
+    def get(self, name: str) -> T:
+        """Return the entry, importing a lazy one on first use."""
+        self.check(name)
         entry = self._entries[name]
-        if isinstance(entry, str):
-            # a lazy "package.module:attr" entry: the object it names is registered as a T
-            entry = cast(T, import_object(entry, user_code=False))
-            self._entries[name] = entry
+        if isinstance(entry, Declared):
+            module = self._declared_module(name)
+            if module is not None:
+                importlib.import_module(module)  # its decorator fills the entry
+                entry = self._entries[name]
+                if isinstance(entry, Declared):
+                    raise RuntimeError(f"importing {module} did not register {self.kind} '{name}'")
+            else:
+                # a lazy "package.module:attr" entry: the object it names is registered as a T
+                entry = cast(T, import_object(entry.target, user_code=False))
+                self._entries[name] = entry
         return entry
+
+    def description(self, name: str) -> str:
+        """The entry's one-line description: the declared one (nothing is imported), else the
+        object's own (see ``describe``)."""
+        self.check(name)
+        entry = self._entries[name]
+        if isinstance(entry, Declared) and entry.description:
+            return entry.description
+        return describe(self.get(name))
 
     def names(self) -> list[str]:
         return sorted(self._entries)

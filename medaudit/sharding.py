@@ -1,10 +1,13 @@
 """Sharded audits: a deterministic split of the images and an exact merge.
 
 ``--shard i/n`` audits the i-th of n contiguous slices of the data (i from 0).
-Slices are cut at multiples of the batch size, so every batch a shard processes
-is a batch the single-process run processes too, and every random draw is
-seeded by the global index of its batch or image (``AuditData.offset``): a
-shard computes, bit for bit, what the single run computes for its images.
+Slices are cut at multiples of ``RANDOM_BLOCK`` images, whatever the batch size,
+so the parts differ by at most one block (624 images in two: 320 and 304). Every
+random draw is seeded by the global index of its image (``AuditData.offset``;
+``medaudit.attacks.base.Draws``), and what an audit decides for a group of images
+(the sweep's probe, the honesty checks' samples) it decides per block of
+``RANDOM_BLOCK`` images by global index, never per batch: a shard computes, bit
+for bit, what the single run computes for its images, at any batch size.
 
 A shard's JSON carries its per-sample state (the audit's result objects:
 logits, per-eps outcomes ...) under ``shard.state`` next to its partial tables.
@@ -45,6 +48,10 @@ from medaudit import __version__
 from medaudit.document import dumps
 from medaudit.errors import ConfigError
 
+RANDOM_BLOCK = 32
+"""Shards are cut at multiples of this many images, and audits seed and decide per block of it
+(by global image index), so a shard computes what the single run does for its images."""
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -66,13 +73,14 @@ class Shard:
             raise ConfigError(f"--shard takes i/n with 0 <= i < n (e.g. 0/4 ... 3/4), got '{text}'")
         return cls(index, count)
 
-    def bounds(self, n: int, block: int) -> tuple[int, int]:
-        """First and past-the-end image of this shard, on batch boundaries."""
+    def bounds(self, n: int, block: int = RANDOM_BLOCK) -> tuple[int, int]:
+        """First and past-the-end image of this shard, on block boundaries (``RANDOM_BLOCK``):
+        the shards' sizes differ by at most one block."""
         blocks = math.ceil(n / block)
         if self.count > blocks:
             raise ConfigError(
-                f"--shard {self.index}/{self.count}: {n} images make only {blocks} batches of {block}; "
-                f"use at most {blocks} shards or a smaller --batch-size"
+                f"--shard {self.index}/{self.count}: {n} images make only {blocks} "
+                f"block{'s' if blocks > 1 else ''} of {block}; use at most {blocks} shard{'s' if blocks > 1 else ''}"
             )
         first = self.index * blocks // self.count
         last = (self.index + 1) * blocks // self.count

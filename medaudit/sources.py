@@ -96,6 +96,11 @@ class Prepared:
     config: dict[str, Any]
     shard: dict[str, int] | None = None
     """Which part of the data this run audits (``--shard``), None for all of it."""
+    spec: DataSpec | None = None
+    """What ``data`` was loaded from: audits that also need another split (``features`` trains on
+    the training split) load it with ``dataclasses.replace(spec, split="train")``."""
+    load: LoadOptions | None = None
+    """How ``model`` was loaded: a second model audited beside it is loaded the same way."""
 
     def document(self, command: str, config: dict[str, Any], results: dict[str, Any], **fields: Any) -> dict:
         """The command's JSON document; the data identity is the audited images'."""
@@ -123,7 +128,7 @@ def prepare(
     arch_search: Path | None = None,
 ) -> Prepared:
     """Everything an audit does before auditing: load, bind, and cut out ``shard`` ('i/n') on
-    multiples of the batch size. The files it reads are registered with ``mark_read``, so no
+    multiples of ``RANDOM_BLOCK`` images (balanced, whatever the batch size). The files it reads are registered with ``mark_read``, so no
     output can replace them."""
     from medaudit.data import load_data
     from medaudit.models import bind_model, load_model
@@ -143,7 +148,7 @@ def prepare(
     warnings_ = bind_model(audit_model, audit_data)
     record = None
     if part is not None:
-        start, stop = part.bounds(audit_data.n, run.batch_size)
+        start, stop = part.bounds(audit_data.n)  # on block boundaries, not batch ones
         record = part.to_dict(start, stop, audit_data.n)
         audit_data = audit_data.shard(start, stop, record)
     config = {
@@ -155,4 +160,4 @@ def prepare(
         },
         "data": spec.to_dict(),
     }
-    return Prepared(audit_model, audit_data, warnings_, config, record)
+    return Prepared(audit_model, audit_data, warnings_, config, record, spec, options)

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from medaudit.attacks import attacks
 from medaudit.cli import app
-from medaudit.commands.info import description, listing
+from medaudit.commands.info import listing
 from medaudit.models.archs.small_cnn import SmallCNN
+from medaudit.registry import describe as description
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_models" / "pneumoniamnist_rescnn"

@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from medaudit.cli import app
 from medaudit.errors import INTERNAL_ERROR, INTERRUPTED, MODEL_ERROR, USER_ERROR
 
-N_IMAGES = 24
+N_IMAGES = 64  # two blocks of 32: the merge parts need a shard each
 
 
 class WritesMarker:

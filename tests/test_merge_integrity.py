@@ -36,8 +36,8 @@ def original(tmp_path_factory: pytest.TempPathFactory, make_cnn) -> list[Doc]:
     rng = np.random.default_rng(0)
     np.savez(
         folder / "data.npz",
-        test_images=rng.integers(0, 256, (24, 28, 28), dtype=np.uint8),
-        test_labels=(np.arange(24) % 2).reshape(-1, 1),
+        test_images=rng.integers(0, 256, (96, 28, 28), dtype=np.uint8),  # 3 blocks of RANDOM_BLOCK
+        test_labels=(np.arange(96) % 2).reshape(-1, 1),
     )
     model = folder / "model.pt"
     torch.jit.save(torch.jit.trace(make_cnn(), torch.zeros(2, 1, 28, 28)), str(model))
@@ -162,7 +162,7 @@ AUDIT_EDITS = [
     set_field("model", "sha256", value="0" * 64),
     set_field("data", "sha256", value="0" * 64),
     set_field("command", value="eval"),
-    set_field("shard", "total", value=25),
+    set_field("shard", "total", value=97),
     set_field("shard", "start", value=9),
 ]
 

@@ -61,10 +61,10 @@ def weights(folder: Path, width: int = 4) -> Path:
     return path
 
 
-def small_npz(folder: Path) -> Path:
+def small_npz(folder: Path, n: int = 8) -> Path:
     rng = np.random.default_rng(0)
     path = folder / "data.npz"
-    np.savez(path, images=rng.integers(0, 256, (8, 28, 28), dtype=np.uint8), labels=np.arange(8) % 2)
+    np.savez(path, images=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), labels=np.arange(n) % 2)
     return path
 
 
@@ -250,7 +250,7 @@ def test_top_level_policy_gates_run_shards_and_the_merge(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     weights(tmp_path, width=32)
-    small_npz(tmp_path)
+    small_npz(tmp_path, 64)  # two blocks of 32: one per shard
     audit = tmp_path / "audit.toml"
     audit.write_text(
         '[model]\npath = "weights.pt"\narch = "smallcnn"\n[data]\ndata = "data.npz"\n[run]\nbatch_size = 4\n[eval]\n'

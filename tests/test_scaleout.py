@@ -19,7 +19,7 @@ VOLATILE = {"wall_time_s", "created"}
 def audit_file(folder: Path, data_root: Path) -> Path:
     path = folder / "audit.toml"
     path.write_text(
-        f'[model]\npath = "{SAMPLE}"\n[data]\ndata_root = "{data_root}"\nlimit = 48\nseed = 3\n'
+        f'[model]\npath = "{SAMPLE}"\n[data]\ndata_root = "{data_root}"\nlimit = 96\nseed = 3\n'
         '[run]\nbatch_size = 16\n[eval]\n[attack]\neps = "1/255"\nattack = "pgd"\nsteps = 3\n'
         '[shift]\ncorruptions = ["gaussian_noise"]\nseverities = [2]\n'
         '[gate]\n"eval.accuracy" = ">= 0.99"\n'
@@ -65,7 +65,7 @@ def test_a_part_that_fails_gives_its_own_error(tmp_path: Path, real_data_root: P
     """A user error found inside a worker (here: RGB data for a grey-scale model) is the same one
     line and exit code as in one process, in the audit file's words, not an internal error."""
     path = audit_file(tmp_path, real_data_root)
-    path.write_text(path.read_text().replace("limit = 48", 'dataset = "retinamnist"\nlimit = 48'))
+    path.write_text(path.read_text().replace("limit = 96", 'dataset = "retinamnist"\nlimit = 96'))
     result = CliRunner().invoke(app, ["run", str(path), "--parts", "2", "--ray", "local"])
     assert_one_line_error(result, "3 channels", "[model] channels")
 

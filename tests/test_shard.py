@@ -21,7 +21,7 @@ from medaudit.confounders.probe import ProbeConfig, run_probe
 from medaudit.errors import ConfigError
 from medaudit.models import bind_model
 from medaudit.models.wrapper import AuditModel, InputSpec, ModelInfo
-from medaudit.sharding import Shard, concat, decode, encode
+from medaudit.sharding import RANDOM_BLOCK, Shard, concat, decode, encode
 from medaudit.shift.benchmark import ShiftConfig, run_shift
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,16 +38,21 @@ def test_bad_shard_specs_are_refused(text: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(("n", "block", "count"), [(100, 7, 3), (64, 32, 2), (10, 1, 10), (1000, 256, 4)])
-def test_shards_tile_the_images_on_batch_boundaries(n: int, block: int, count: int) -> None:
+def test_shards_tile_the_images_on_block_boundaries(n: int, block: int, count: int) -> None:
     bounds = [Shard(i, count).bounds(n, block) for i in range(count)]
     assert bounds[0][0] == 0 and bounds[-1][1] == n
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     assert all(start % block == 0 and start < stop for start, stop in bounds)
 
 
-def test_more_shards_than_batches_is_refused() -> None:
-    with pytest.raises(ConfigError, match="only 2 batches"):
-        Shard(2, 3).bounds(64, 32)
+def test_shards_are_cut_on_random_blocks_whatever_the_batch_size() -> None:
+    assert [Shard(i, 2).bounds(624) for i in range(2)] == [(0, 320), (320, 624)]
+    assert RANDOM_BLOCK == 32
+
+
+def test_more_shards_than_blocks_is_refused() -> None:
+    with pytest.raises(ConfigError, match="only 2 blocks"):
+        Shard(2, 3).bounds(64)
 
 
 def wrapped(make_cnn) -> AuditModel:
@@ -55,9 +60,9 @@ def wrapped(make_cnn) -> AuditModel:
     return AuditModel(make_cnn(width=4), spec, ModelInfo(path="", format="test", sha256="", parameters=None))
 
 
-def parts(data, count: int, block: int):
+def parts(data, count: int):
     for i in range(count):
-        start, stop = Shard(i, count).bounds(data.n, block)
+        start, stop = Shard(i, count).bounds(data.n)
         yield data.shard(start, stop, {"index": i})
 
 
@@ -75,7 +80,7 @@ class Brightness(torch.nn.Module):
 
 
 def brightness_data(audit_data):
-    data = audit_data(n=45, seed=3)
+    data = audit_data(n=100, seed=3)  # 4 blocks of RANDOM_BLOCK: 3 shards of 32, 32, 36
     labels = (data.images.float().mean(dim=(1, 2, 3)) > 127.5).long()
     labels[:3] = 1 - labels[:3]  # a few clean-wrong samples
     return replace(data, labels=labels)
@@ -100,7 +105,7 @@ def test_sharded_sweep_and_checks_equal_the_single_run(audit_data) -> None:
         return AuditedSweep(result, run_checks(model, d, result), ("plan note",))
 
     whole = audited(data)
-    merged = concat([through_json(audited(part)) for part in parts(data, 3, config.batch_size)])
+    merged = concat([through_json(audited(part)) for part in parts(data, 3)])
     assert merged.to_dict() == whole.to_dict()
     assert merged.warnings() == whole.warnings()
     # the bookkeeping is exercised: some samples broken, some robust, checks drew samples
@@ -114,13 +119,13 @@ def test_sharded_margins_equal_the_single_run(audit_data) -> None:
     model = brightness_model(data)
     config = MarginConfig(attack="pgd-cw", norm="linf", eps_max=0.1, tolerance=0.005, steps=5, batch_size=8)
     whole = minimal_perturbation(model, data, config)
-    merged = concat([through_json(minimal_perturbation(model, part, config)) for part in parts(data, 3, 8)])
+    merged = concat([through_json(minimal_perturbation(model, part, config)) for part in parts(data, 3)])
     assert merged.to_dict() == whole.to_dict()
     assert np.isfinite(whole.margins).any()
 
 
 def test_sharded_shift_and_probe_equal_the_single_run(make_cnn, audit_data) -> None:
-    data = audit_data(n=30, seed=4)
+    data = audit_data(n=64, seed=4)  # 2 blocks of RANDOM_BLOCK
     model = wrapped(make_cnn)
     bind_model(model, data)
     shift = ShiftConfig(
@@ -131,7 +136,7 @@ def test_sharded_shift_and_probe_equal_the_single_run(make_cnn, audit_data) -> N
     )
     for run, config in ((run_shift, shift), (run_probe, probe)):
         whole = run(model, data, config).to_dict()
-        pieces = [through_json(run(model, part, config)) for part in parts(data, 2, 8)]
+        pieces = [through_json(run(model, part, config)) for part in parts(data, 2)]
         assert concat(pieces).to_dict() == whole
 
 
@@ -211,7 +216,7 @@ def test_merged_attack_command_equals_the_single_run(
 def test_merge_refuses_incomplete_or_foreign_parts(
     runner: CliRunner, tmp_path: Path, real_data_root: Path
 ) -> None:
-    args = ["eval", str(SAMPLE), "--data-root", str(real_data_root), "--limit", "48", "--batch-size", "16"]
+    args = ["eval", str(SAMPLE), "--data-root", str(real_data_root), "--limit", "96", "--batch-size", "16"]
     for i in range(3):
         report(runner, [*args, "--shard", f"{i}/3"], tmp_path / f"p{i}.json")
     report(runner, [*args, "--seed", "5", "--shard", "2/3"], tmp_path / "other.json")
@@ -234,7 +239,7 @@ def test_merge_refuses_incomplete_or_foreign_parts(
     ("extra", "message"),
     [
         (["--shard", "4/4"], "0 <= i < n"),
-        (["--shard", "0/9"], "only 3 batches"),
+        (["--shard", "0/9"], "only 2 blocks"),
         (["--shard", "0/2", "--save-grid", "g.png"], "--save-grid cannot be combined with --shard"),
     ],
 )

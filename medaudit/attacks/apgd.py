@@ -38,6 +38,7 @@ import torch
 from medaudit.attacks.base import (
     Attack,
     Eps,
+    Random,
     attacks,
     best_of_restarts,
     is_correct,
@@ -46,6 +47,7 @@ from medaudit.attacks.base import (
     project,
     random_start,
     steepest_step,
+    subset,
 )
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
@@ -128,7 +130,7 @@ class APGD(Attack):
         *,
         eps: Eps,
         norm: str,
-        generator: torch.Generator,
+        generator: Random,
     ) -> torch.Tensor:
         if isinstance(eps, torch.Tensor):
             raise TypeError(f"{self.name} takes one eps for the whole batch, not one per sample")
@@ -142,7 +144,7 @@ class APGD(Attack):
         fooled = ~is_correct(clean_logits, y, model.task)
 
         def run(todo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            start = random_start(x[todo], eps, norm, generator)
+            start = random_start(x[todo], eps, norm, subset(generator, todo))
             return self._run(model, x[todo], y[todo], start, eps, norm, loss_name)
 
         return best_of_restarts(x, fooled, self.restarts, run)

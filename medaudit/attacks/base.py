@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from medaudit.errors import ConfigError, ModelRuntimeError, first_line
 from medaudit.models import AuditModel
-from medaudit.registry import Registry
+from medaudit.registries import attacks as attacks  # re-exported: the attack files register with it
 from medaudit.task import Task
 
 NORMS = ("linf", "l2")
@@ -46,7 +46,7 @@ class Attack:
         *,
         eps: Eps,
         norm: str,
-        generator: torch.Generator,
+        generator: Random,
     ) -> torch.Tensor:
         if norm not in self.norms:
             raise ConfigError(f"{self.name} does not support norm '{norm}': use {' or '.join(self.norms)}")
@@ -63,19 +63,98 @@ class Attack:
         *,
         eps: Eps,
         norm: str,
-        generator: torch.Generator,
+        generator: Random,
     ) -> torch.Tensor:
         raise NotImplementedError
 
 
-attacks: Registry[type[Attack]] = Registry("attack")
+# ``attacks`` (imported above): declared in medaudit/registries.py, filled by each file's @attacks.register
 
 
 def seeded_generator(seed: int, *key: int) -> torch.Generator:
-    """A generator for one unit of work (e.g. batch start x eps x attack, by global index), so
-    random starts do not depend on what ran before: a shard draws what the single run draws."""
+    """A generator for one unit of work (e.g. an epoch of training), so its draws do not depend on
+    what ran before. Audits of images draw from ``Draws`` instead, one stream per image."""
     state = np.random.SeedSequence([seed, *key]).generate_state(1, np.uint64)[0]
     return torch.Generator(device="cpu").manual_seed(int(state))
+
+
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 arrays (numpy wraps uint64 arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class Draws:
+    """Random numbers per image: row ``r`` of every draw comes from its own stream, keyed by
+    (seed, key, the image's global index, how many draws that image has had), so an image draws the
+    same numbers whatever batch, shard or subset it is attacked in, and whatever the other images do.
+
+    An attack draws from ``draws.rows(live)`` for a subset of its rows; the subset shares the
+    per-image counts, so each image's k-th draw is the same in every run (``rand``, ``randn``,
+    ``integers``: shape ``(rows, *shape)``). Values are computed on the CPU with splitmix64."""
+
+    def __init__(self, seed: int, key: tuple[int, ...], index: np.ndarray | range) -> None:
+        state = np.random.SeedSequence([seed, *key]).generate_state(1, np.uint64)[0]
+        self._streams = _mix(np.asarray(index, dtype=np.int64).astype(np.uint64) ^ _mix(np.array([state])))
+        self._counts = np.zeros(len(self._streams), dtype=np.uint64)
+        self._rows = np.arange(len(self._streams))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def rows(self, which: np.ndarray | torch.Tensor) -> Draws:
+        """The draws of these rows (positions in this object), sharing their counts."""
+        if isinstance(which, torch.Tensor):
+            which = which.cpu().numpy()
+        sub = object.__new__(Draws)
+        sub._streams, sub._counts, sub._rows = self._streams, self._counts, self._rows[which]
+        return sub
+
+    def _bits(self, shape: tuple[int, ...]) -> np.ndarray:
+        """uint64 (rows, prod(shape)): splitmix64's stream for each row's next draw."""
+        size = int(np.prod(shape, dtype=np.int64))
+        seeds = _mix(self._streams[self._rows] ^ _mix(self._counts[self._rows] + _GAMMA))
+        self._counts[self._rows] += np.uint64(1)
+        steps = (np.arange(1, size + 1, dtype=np.uint64) * _GAMMA)[None, :]
+        return _mix(seeds[:, None] + steps)
+
+    def _unit(self, shape: tuple[int, ...]) -> np.ndarray:
+        """float64 uniform in [0, 1), (rows, prod(shape))."""
+        return (self._bits(shape) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+    def rand(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Uniform in [0, 1), (rows, *shape), in ``like``'s dtype and device."""
+        return self._out(self._unit(shape), shape, like)
+
+    def randn(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """Standard normal (Box-Muller), (rows, *shape)."""
+        size = int(np.prod(shape, dtype=np.int64))
+        unit = self._unit((2 * size,))
+        radius = np.sqrt(-2.0 * np.log1p(-unit[:, :size]))  # 1 - u in (0, 1]
+        return self._out(radius * np.cos(2 * np.pi * unit[:, size:]), shape, like)
+
+    def integers(self, high: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """Uniform in {0, ..., high - 1}, int64 (rows, *shape)."""
+        values = np.minimum(np.floor(self._unit(shape) * high), high - 1).astype(np.int64)
+        return torch.from_numpy(values.reshape(len(self), *shape)).to(device)
+
+    def _out(self, values: np.ndarray, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        tensor = torch.from_numpy(values.reshape(len(self), *shape))
+        return tensor.to(device=like.device, dtype=like.dtype)
+
+
+Random = torch.Generator | Draws
+"""Where an attack draws from: ``Draws`` (one stream per image, what audits pass) or a
+``torch.Generator`` (one stream for the batch, e.g. adversarial training)."""
+
+
+def subset(generator: Random, rows: np.ndarray | torch.Tensor) -> Random:
+    """The source for a subset of a batch's rows: their own streams, or the batch's generator."""
+    return generator.rows(rows) if isinstance(generator, Draws) else generator
 
 
 def best_of_restarts(
@@ -176,11 +255,14 @@ def project(x: torch.Tensor, x_adv: torch.Tensor, eps: Eps, norm: str) -> torch.
     return (x + delta).clamp(0.0, 1.0)
 
 
-def random_start(x: torch.Tensor, eps: Eps, norm: str, generator: torch.Generator) -> torch.Tensor:
+def random_start(x: torch.Tensor, eps: Eps, norm: str, generator: Random) -> torch.Tensor:
     """Uniform in the L-inf ball, or uniform direction and radius in the L2 ball."""
     eps_v = eps_view(eps, x)
 
     def draw(kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if isinstance(generator, Draws):
+            per_row = shape[1:]
+            return generator.rand(per_row, x) if kind == "uniform" else generator.randn(per_row, x)
         sample = torch.rand if kind == "uniform" else torch.randn
         return sample(shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
 

@@ -12,9 +12,10 @@ model, with its own strong attack whatever ``--attack`` says (``unbounded_attack
 one FGSM step at eps 0.5 overshoots and leaves an ordinary model partly correct,
 which would cry gradient masking where there is none.
 
-Samples are drawn per batch (a quota proportional to the batch's share of the
-whole set, in a per-batch seeded order), and each batch's re-attacks are seeded
-by its global start, like the sweep.
+Samples are drawn per block of ``RANDOM_BLOCK`` images by global index (a quota
+proportional to the block's share of the whole set, in a per-block seeded order),
+and every re-attack draws from each image's own stream (``Draws``), like the
+sweep: the batch size and the shard cut change nothing.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.attacks.base import Attack, is_correct, loss_and_grad, seeded_generator
+from medaudit.attacks.base import Attack, Draws, is_correct, loss_and_grad
 from medaudit.attacks.pgd import PGDCW
 from medaudit.attacks.square import Square
-from medaudit.attacks.sweep import CLEAN_WRONG, SKIPPED, AttackResult
+from medaudit.attacks.sweep import CLEAN_WRONG, SKIPPED, AttackResult, spans
 from medaudit.data import AuditData
 from medaudit.models import AuditModel
+from medaudit.sharding import RANDOM_BLOCK
 
 CHECK_SAMPLES = 64
 UNBOUNDED_EPS = {"linf": 0.5, "l2": 1e3}
@@ -49,7 +51,7 @@ MORE_STEPS_MAX_EXTRA = 0.02  # tolerated extra break rate when doubling steps an
 BLACK_BOX_MAX_EXTRA = 0.02  # tolerated share of clean-correct samples broken only by square
 MONOTONE_SLACK = 0.03  # tolerated rise (share of the subset) between independent runs
 NOT_DRAWN = -1
-CHECKS_KEY = 50_000  # seeds of the checks' draws, apart from the sweep's (batch, eps, attack) keys
+CHECKS_KEY = 50_000  # seeds of the checks' draws, apart from the sweep's (eps, attack) keys
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def _record(check: str, passed: bool, detail: str) -> dict[str, Any]:
 
 
 def _draw(eligible: np.ndarray, order: np.ndarray, quota: int) -> np.ndarray:
-    """The first ``quota`` eligible rows of a batch in its seeded order, sorted."""
+    """The first ``quota`` eligible rows of a block in its seeded order, sorted."""
     return np.sort(order[eligible[order]][:quota])
 
 
@@ -89,33 +91,47 @@ def run_checks(model: AuditModel, data: AuditData, result: AttackResult) -> Chec
     stronger = _doubled(config, config.attacks[0])
     robust_now = next(o for o in result.outcomes if o.eps == eps_max).robust
     task, device = model.task, model.device
-    for start in range(0, n, config.batch_size):
-        stop = min(start + config.batch_size, n)
-        block = data.offset + start
-        key = (config.seed, block, CHECKS_KEY)
-        order = np.random.default_rng(key).permutation(stop - start)
-        quota = math.ceil(CHECK_SAMPLES * (stop - start) / data.population)
-        rows = start + _draw(result.clean_correct[start:stop], order, quota)
+
+    def attack(strong: Attack, rows: np.ndarray, eps: float, *key: int) -> np.ndarray:
+        """Whether ``strong`` leaves each of these rows correct, ``batch_size`` at a time; every draw
+        keyed by (image's global index, check), apart from the sweep's keys."""
+        draws = Draws(config.seed, (CHECKS_KEY, *key), data.offset + rows)
+        correct = []
+        for lo in range(0, len(rows), config.batch_size):
+            chunk = np.arange(lo, min(lo + config.batch_size, len(rows)))
+            x, y = data.float_at(rows[chunk]).to(device), data.labels[rows[chunk]].to(device)
+            x_adv = strong(model, x, y, eps=eps, norm=config.norm, generator=draws.rows(chunk))
+            correct.append(is_correct(model.predict(x_adv).float().cpu(), y.cpu(), task).numpy())
+        return np.concatenate(correct)
+
+    for start, stop in spans(data, config.batch_size):
+        drawn, still = [], []
+        for block in np.unique((data.offset + np.arange(start, stop)) // RANDOM_BLOCK):
+            first = int(block) * RANDOM_BLOCK
+            size = min(first + RANDOM_BLOCK, data.population) - first
+            order = np.random.default_rng((config.seed, int(block), CHECKS_KEY)).permutation(size)
+            order = order + first - data.offset
+            order = order[(order >= start) & (order < stop)]  # the block's images in this span
+            quota = math.ceil(CHECK_SAMPLES * size / data.population)
+            drawn.append(_draw(result.clean_correct, order, quota))
+            still.append(_draw(robust_now, order, quota))
+        rows = np.sort(np.concatenate(drawn))
         if len(rows):
-            x, y = data.float_at(rows).to(device), data.labels[rows].to(device)
             for i, eps in enumerate(config.eps):
-                x_adv = primary(
-                    model, x, y, eps=eps, norm=config.norm, generator=seeded_generator(*key, 0, i)
-                )
-                out.monotone[rows, i] = is_correct(model.predict(x_adv).float().cpu(), y.cpu(), task).numpy()
+                out.monotone[rows, i] = attack(primary, rows, eps, 0, i)
             if model.has_gradients:
-                _, _, grad = loss_and_grad(model, x, y, "ce")
-                out.zero_gradient[rows] = (grad.flatten(1).abs().amax(dim=1) == 0).cpu().numpy()
-                out.finite_gradient[rows] = torch.isfinite(grad.flatten(1)).all(dim=1).cpu().numpy()
-            reach = unbounded_reach(config.norm, x)
+                for lo in range(0, len(rows), config.batch_size):
+                    chunk = rows[lo : lo + config.batch_size]
+                    x, y = data.float_at(chunk).to(device), data.labels[chunk].to(device)
+                    _, _, grad = loss_and_grad(model, x, y, "ce")
+                    out.zero_gradient[chunk] = (grad.flatten(1).abs().amax(dim=1) == 0).cpu().numpy()
+                    out.finite_gradient[chunk] = torch.isfinite(grad.flatten(1)).all(dim=1).cpu().numpy()
+            reach = unbounded_reach(config.norm, data.float_at(rows[:1]))
             strong = unbounded_attack(model.has_gradients, reach)
-            x_adv = strong(model, x, y, eps=reach, norm=config.norm, generator=seeded_generator(*key, 1))
-            out.unbounded[rows] = is_correct(model.predict(x_adv).float().cpu(), y.cpu(), task).numpy()
-        rows = start + _draw(robust_now[start:stop], order, quota)
+            out.unbounded[rows] = attack(strong, rows, reach, 1)
+        rows = np.sort(np.concatenate(still))
         if len(rows):
-            x, y = data.float_at(rows).to(device), data.labels[rows].to(device)
-            x_adv = stronger(model, x, y, eps=eps_max, norm=config.norm, generator=seeded_generator(*key, 2))
-            out.more_effort[rows] = ~is_correct(model.predict(x_adv).float().cpu(), y.cpu(), task).numpy()
+            out.more_effort[rows] = ~attack(stronger, rows, eps_max, 2)
     return out
 
 

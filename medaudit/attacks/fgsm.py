@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from medaudit.attacks.base import Attack, Eps, attacks, loss_and_grad, project, steepest_step
+from medaudit.attacks.base import Attack, Eps, Random, attacks, loss_and_grad, project, steepest_step
 from medaudit.models import AuditModel
 
 
@@ -30,7 +30,7 @@ class FGSM(Attack):
         *,
         eps: Eps,
         norm: str,
-        generator: torch.Generator,
+        generator: Random,
     ) -> torch.Tensor:
         _, _, grad = loss_and_grad(model, x, y, "ce")
         return project(x, x + steepest_step(grad, eps, norm), eps, norm)

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.attacks.base import is_correct, seeded_generator
+from medaudit.attacks.base import Draws, is_correct, subset
 from medaudit.attacks.pgd import BIM, PGD, PGDCW, IterativeAttack
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
 
 QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9)
+MARGIN_KEY = 60_000  # seeds of the bisection's draws, apart from the sweep's and the checks' keys
 BISECTORS: dict[str, type[IterativeAttack]] = {"pgd": PGD, "pgd-cw": PGDCW, "bim": BIM}
 
 
@@ -114,7 +115,7 @@ def _bisect(
     x: torch.Tensor,
     y: torch.Tensor,
     config: MarginConfig,
-    generator: torch.Generator,
+    draws: Draws,
 ) -> torch.Tensor:
     """Smallest perturbation norm found per sample of a clean-correct batch (inf if none)."""
     lo = torch.zeros(len(x), device=x.device)
@@ -122,7 +123,7 @@ def _bisect(
     best = torch.full((len(x),), float("inf"), device=x.device)
 
     def attempt(index: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        x_adv = attack(model, x[index], y[index], eps=eps, norm=config.norm, generator=generator)
+        x_adv = attack(model, x[index], y[index], eps=eps, norm=config.norm, generator=subset(draws, index))
         fooled = ~is_correct(model.predict(x_adv).float(), y[index], model.task)
         found = _norm_of(x_adv - x[index], config.norm)
         best[index[fooled]] = torch.minimum(best[index[fooled]], found[fooled])
@@ -157,8 +158,9 @@ def minimal_perturbation(
         clean_correct[start : start + len(x)] = correct
         rows = np.flatnonzero(correct)
         if len(rows):
-            generator = seeded_generator(config.seed, data.offset + start)  # as the sweep: by global index
-            found = _bisect(model, attack, x[rows], y[rows], config, generator)
+            # as the sweep: every draw from the image's own stream (global index), whatever the batch
+            draws = Draws(config.seed, (MARGIN_KEY,), data.offset + start + rows)
+            found = _bisect(model, attack, x[rows], y[rows], config, draws)
             margins[start + rows] = found.cpu().numpy()
         if progress:
             progress(len(x))

@@ -20,12 +20,14 @@ import torch
 from medaudit.attacks.base import (
     Attack,
     Eps,
+    Random,
     attacks,
     is_correct,
     loss_and_grad,
     project,
     random_start,
     steepest_step,
+    subset,
 )
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
@@ -65,7 +67,7 @@ class IterativeAttack(Attack):
         *,
         eps: Eps,
         norm: str,
-        generator: torch.Generator,
+        generator: Random,
     ) -> torch.Tensor:
         best = x.clone()
         fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -76,7 +78,9 @@ class IterativeAttack(Attack):
             if len(active) == 0:
                 break
             xa, ya, eps_a, step_a = x[active], y[active], eps_all[active], step_all[active]
-            current = random_start(xa, eps_a, norm, generator) if self.random_start else xa.clone()
+            current = (
+                random_start(xa, eps_a, norm, subset(generator, active)) if self.random_start else xa.clone()
+            )
             done = torch.zeros(len(active), dtype=torch.bool, device=x.device)
             for step_index in range(self.steps + 1):
                 live = (~done).nonzero()[:, 0]
@@ -133,7 +137,7 @@ def max_loss_pgd(
     eps: float,
     norm: str,
     steps: int,
-    generator: torch.Generator,
+    generator: Random,
 ) -> torch.Tensor:
     """PGD that maximises cross-entropy for every step, with no early stop.
 

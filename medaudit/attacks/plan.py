@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medaudit.attacks.base import attacks
-from medaudit.attacks.sweep import AttackConfig
 from medaudit.errors import ConfigError
-from medaudit.models import AuditModel
+from medaudit.registries import attacks
+
+if TYPE_CHECKING:  # torch: imported where a config is built, not when a request is checked
+    from medaudit.attacks.sweep import AttackConfig
+    from medaudit.models import AuditModel
 
 WHITE_BOX_AUTO = ("apgd-ce", "apgd-dlr", "square")
 BLACK_BOX_AUTO = ("square",)
 # auto screens the attacks after the first (AttackConfig.probe): each runs first on about this many
-# survivors nearest the boundary (per batch, its share) and on the rest only if it breaks one
+# survivors nearest the boundary (per block of RANDOM_BLOCK images, its share) and on the rest only if it
+# breaks one
 AUTO_PROBE = 64
 
 
@@ -37,7 +40,7 @@ def requested_names(requested: str) -> list[str]:
         raise ConfigError("--attack is empty: give auto or a comma list of attacks")
     if names != ["auto"]:
         for name in names:
-            attacks.get(name)  # unknown names fail here, with the close matches
+            attacks.check(name)  # unknown names fail here, with the close matches (no import)
     if len(set(names)) != len(names):
         raise ConfigError("--attack lists an attack twice")
     return names
@@ -92,6 +95,8 @@ def _config(
 ) -> tuple[AttackConfig, list[str]]:
     """``auto``: APGD gives up on samples it cannot reach and later attacks are screened
     (both recorded in the config: ``params[...]["give_up"]`` and ``probe``)."""
+    from medaudit.attacks.sweep import AttackConfig
+
     params, unused = attack_params(names, **effort)
     if auto:
         for name in names:
@@ -115,6 +120,7 @@ def check_request(requested: str, eps: str, norm: str, batch_size: int, seed: in
     """Everything ``build_config`` checks that does not depend on the model, before it is loaded
     ('auto' is checked as the white-box plan, the one that takes every effort flag)."""
     auto = requested_names(requested) == ["auto"]
+    parse_eps(eps)  # these two fail before any attack (or torch) is imported
     _config(
         tuple(WHITE_BOX_AUTO) if auto else tuple(requested_names(requested)),
         eps,

@@ -18,7 +18,8 @@ random square window (two for L2) per sample and keeps it if the margin loss
   iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a 10 000-query
   run, the iteration rescaled to ``queries`` (so the schedule spans any budget).
 
-Randomness comes from the passed ``torch.Generator`` only. ``queries`` counts the
+Randomness comes from the passed ``Draws`` (one stream per image, so an image's draws do not
+depend on the others in its batch) or ``torch.Generator`` only. ``queries`` counts the
 initial point; each restart (run only on samples not yet fooled) gets ``queries``
 more, and one extra query per image checks the clean prediction.
 """
@@ -31,7 +32,17 @@ from typing import ClassVar
 
 import torch
 
-from medaudit.attacks.base import Attack, Eps, attacks, best_of_restarts, is_correct, margin
+from medaudit.attacks.base import (
+    Attack,
+    Draws,
+    Eps,
+    Random,
+    attacks,
+    best_of_restarts,
+    is_correct,
+    margin,
+    subset,
+)
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel
 
@@ -40,13 +51,14 @@ SCHEDULE_LENGTH = 10_000
 L2_TILES = 5  # initial L2 grid: about this many tiles per side
 
 
-def _randint(
-    high: int, size: tuple[int, ...], generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
+def _randint(high: int, size: tuple[int, ...], generator: Random, device: torch.device) -> torch.Tensor:
+    """``size[0]`` is the batch: with ``Draws``, one row per image from its own stream."""
+    if isinstance(generator, Draws):
+        return generator.integers(high, size[1:], device)
     return torch.randint(0, high, size, generator=generator, device=generator.device).to(device)
 
 
-def _signs(size: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+def _signs(size: tuple[int, ...], generator: Random, like: torch.Tensor) -> torch.Tensor:
     return (_randint(2, size, generator, like.device) * 2 - 1).to(like.dtype)
 
 
@@ -136,14 +148,17 @@ class Square(Attack):
         *,
         eps: Eps,
         norm: str,
-        generator: torch.Generator,
+        generator: Random,
     ) -> torch.Tensor:
         if isinstance(eps, torch.Tensor):
             raise TypeError(f"{self.name} takes one eps for the whole batch, not one per sample")
         logits = model.predict(x)
         fooled = ~is_correct(logits, y, model.task)
         return best_of_restarts(
-            x, fooled, self.restarts, lambda todo: self._run(model, x[todo], y[todo], eps, norm, generator)
+            x,
+            fooled,
+            self.restarts,
+            lambda todo: self._run(model, x[todo], y[todo], eps, norm, subset(generator, todo)),
         )
 
     def _run(
@@ -153,7 +168,7 @@ class Square(Attack):
         y: torch.Tensor,
         eps: float,
         norm: str,
-        generator: torch.Generator,
+        generator: Random,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One run: (first misclassified point or best point, its margin, misclassified) per sample."""
         task = model.task
@@ -169,7 +184,7 @@ class Square(Attack):
             if len(live) == 0:
                 break
             side = self.side(iteration, height, width, norm)
-            candidate = propose(x[live], current[live], eps, side, generator)
+            candidate = propose(x[live], current[live], eps, side, subset(generator, live))
             changed = (candidate != current[live]).flatten(1).any(dim=1)
             if not changed.any():  # no-op proposals cannot raise the loss: skip their queries
                 continue
@@ -186,14 +201,14 @@ class Square(Attack):
     # ---- L-inf
 
     @staticmethod
-    def _init_linf(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    def _init_linf(x: torch.Tensor, eps: float, generator: Random) -> torch.Tensor:
         """Vertical stripes of width one, each coloured uniformly from {-eps, eps}^c."""
         n, c, _, w = x.shape
         return (x + eps * _signs((n, c, 1, w), generator, x)).clamp(0.0, 1.0)
 
     @staticmethod
     def _propose_linf(
-        x: torch.Tensor, current: torch.Tensor, eps: float, side: int, generator: torch.Generator
+        x: torch.Tensor, current: torch.Tensor, eps: float, side: int, generator: Random
     ) -> torch.Tensor:
         """Algorithm 2: one window per sample set to x + eps * rho_c (the projection of x_hat + 2 eps rho_c)."""
         n, c, h, w = x.shape
@@ -208,7 +223,7 @@ class Square(Attack):
     # ---- L2
 
     @staticmethod
-    def _init_l2(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    def _init_l2(x: torch.Tensor, eps: float, generator: Random) -> torch.Tensor:
         """A centred grid of tiles, each ``+-eta`` per channel (random orientation), scaled to norm eps."""
         n, c, h, w = x.shape
         tile = max(min(h, w) // L2_TILES, 1)
@@ -225,7 +240,7 @@ class Square(Attack):
 
     @staticmethod
     def _propose_l2(
-        x: torch.Tensor, current: torch.Tensor, eps: float, side: int, generator: torch.Generator
+        x: torch.Tensor, current: torch.Tensor, eps: float, side: int, generator: Random
     ) -> torch.Tensor:
         """Algorithm 3: refill window W1 with +-eta* plus its own direction, using W2's and the unused mass."""
         n, c, h, w = x.shape

@@ -7,12 +7,13 @@ at a smaller eps is broken at every larger one (the smaller ball lies inside the
 larger), which is both the honest count and the fast one.
 
 ``probe`` (the ``auto`` plan sets it) screens every attack after the first: per
-batch, it runs first on the ``probe``-share of survivors nearest the decision
-boundary (largest CW margin at their latest point; square with a tenth of its
+block of ``RANDOM_BLOCK`` images (by global index, so the batch size and the shard
+cut change nothing), it runs first on the block's ``probe``-share of survivors
+nearest the decision boundary (largest CW margin at their latest point; square with a tenth of its
 queries, as queries, not images, make its cost), and only if it broke one of
 those, on every survivor with the draws the unscreened plan makes (so it
 attacks as the full plan would). An attack that cannot break the closest images
-is not worth its full cost on the farther ones. A batch where some survivor has an
+is not worth its full cost on the farther ones. A block where some survivor has an
 all-zero or non-finite input gradient is not screened: gradient attacks stand still
 there, so their margins rank nothing and the black-box attack must run in full.
 Each outcome records, per sample and attack, whether it was probed, attacked in
@@ -33,28 +34,36 @@ from medaudit.attacks.apgd import APGD
 from medaudit.attacks.base import (
     NORMS,
     Attack,
+    Draws,
+    Random,
     attacks,
     is_correct,
     loss_and_grad,
     margin,
-    seeded_generator,
 )
 from medaudit.attacks.pgd import max_loss_pgd
 from medaudit.attacks.square import Square
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_logits
-from medaudit.metrics import classification_metrics
+from medaudit.metrics import (
+    BOOTSTRAP_CONFIDENCE,
+    BOOTSTRAP_METHOD,
+    BOOTSTRAP_ROUNDS,
+    bootstrap_mean_intervals,
+    classification_metrics,
+)
 from medaudit.models import AuditModel
+from medaudit.sharding import RANDOM_BLOCK
 from medaudit.task import Task
 
 NOT_BROKEN = -1
 CLEAN_WRONG = -2
 # EpsOutcome.stages, per sample and attack: what that attack did to the sample at that eps
 NOT_RUN = 0  # not attacked: wrong or broken before this attack reached it
-PROBED = 1  # attacked in its batch's probe only (the survivors nearest the boundary)
-ATTACKED = 2  # attacked with every survivor of its batch (unscreened, or the probe broke one)
-SKIPPED = 3  # still robust, but the probe broke nobody in its batch, so not attacked
+PROBED = 1  # attacked in its block's probe only (the survivors nearest the boundary)
+ATTACKED = 2  # attacked with every survivor of its block (unscreened, or the probe broke one)
+SKIPPED = 3  # still robust, but the probe broke nobody in its block, so not attacked
 NONE = np.zeros(0, dtype=np.int64)
 PROBE_QUERY_SHARE = 10  # a probe of square spends 1/10 of its queries
 
@@ -130,9 +139,21 @@ class AttackResult:
     def robust_accuracy(self, eps: float) -> float:
         return float(next(o for o in self.outcomes if o.eps == eps).robust.mean())
 
-    def records(self) -> list[dict[str, Any]]:
+    def intervals(self) -> tuple[list[float] | None, dict[float, list[float] | None]]:
+        """Bootstrap intervals of clean accuracy and of worst-case robust accuracy at each eps:
+        eval's seeded percentile bootstrap (``bootstrap_mean_intervals``: its default resamples
+        and level, ``config.seed``) over the images' 0/1 outcomes, all from the same resamples.
+        Derived from per-image outcomes, so a merge of shards gives the single run's intervals."""
+        columns = np.stack([self.clean_correct, *(o.robust for o in self.outcomes)], axis=1)
+        cis = bootstrap_mean_intervals(columns, seed=self.config.seed)
+        return cis[0], {o.eps: ci for o, ci in zip(self.outcomes, cis[1:], strict=True)}
+
+    def records(self, robust_ci: dict[float, list[float] | None] | None = None) -> list[dict[str, Any]]:
         """One record per (eps, attack): cumulative robust accuracy after that attack,
-        then one 'worst-case' record over all attacks."""
+        then one 'worst-case' record over all attacks (with ``robust_accuracy_ci``, from
+        ``robust_ci`` or else ``intervals``)."""
+        if robust_ci is None:
+            robust_ci = self.intervals()[1]
         clean_acc = float(self.clean_correct.mean())
         n_correct = int(self.clean_correct.sum())
         out = []
@@ -154,6 +175,7 @@ class AttackResult:
                     "attack_success_rate": (float(1 - survived.sum() / n_correct) if n_correct else None),
                 }
                 if name == "worst-case":
+                    record["robust_accuracy_ci"] = robust_ci[outcome.eps]
                     record.update(self._worst_case_details(outcome, n_correct))
                 out.append(record)
         return out
@@ -203,14 +225,22 @@ class AttackResult:
         return {"eps": eps, "robust_accuracy": acc, "normalised_area": area}
 
     def to_dict(self) -> dict[str, Any]:
+        clean_ci, robust_ci = self.intervals()
         return {
             "task": self.task.value,
             "class_names": list(self.class_names),
             "n": self.n,
             "clean_accuracy": float(self.clean_correct.mean()),
+            "clean_accuracy_ci": clean_ci,
+            "bootstrap": {
+                "rounds": BOOTSTRAP_ROUNDS,
+                "confidence": BOOTSTRAP_CONFIDENCE,
+                "seed": self.config.seed,
+                "method": BOOTSTRAP_METHOD,
+            },
             "attacks": list(self.config.attacks),
             "probe": self.config.probe,
-            "sweep": self.records(),
+            "sweep": self.records(robust_ci),
             "curve": self.curve(),
             "notes": list(self.notes),
         }
@@ -230,7 +260,7 @@ def _push(
     y: torch.Tensor,
     eps: float,
     config: AttackConfig,
-    generator: torch.Generator,
+    generator: Random,
 ) -> torch.Tensor:
     """Scores for AUC under attack of misclassified samples (clean-wrong or broken, whose first
     misclassifying point sits just past the boundary): pushed further from their class by
@@ -251,17 +281,31 @@ class _EpsState:
     adv_images: torch.Tensor | None
 
 
-def _masked(model: AuditModel, x: torch.Tensor, y: torch.Tensor) -> bool:
-    """Whether any of these images has an all-zero or non-finite input gradient: there gradient
-    attacks stand still and the margins they leave say nothing, so the probe cannot screen."""
+def _masked(model: AuditModel, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Per image: whether it has an all-zero or non-finite input gradient. There gradient attacks
+    stand still and the margins they leave say nothing, so the probe cannot screen its block."""
+    masked = np.zeros(len(x), dtype=bool)
     if not model.has_gradients:
-        return False
-    _, _, grad = loss_and_grad(model, x, y, "ce")
-    flat = grad.flatten(1)
-    return bool(((flat == 0).all(dim=1) | ~torch.isfinite(flat).all(dim=1)).any())
+        return masked
+    for lo in range(0, len(x), batch_size):
+        xs, ys = x[lo : lo + batch_size].to(model.device), y[lo : lo + batch_size].to(model.device)
+        _, _, grad = loss_and_grad(model, xs, ys, "ce")
+        flat = grad.flatten(1)
+        masked[lo : lo + len(xs)] = ((flat == 0).all(dim=1) | ~torch.isfinite(flat).all(dim=1)).cpu().numpy()
+    return masked
 
 
-def _attack_batch(
+def spans(data: AuditData, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of the sweep's spans: whole blocks of ``RANDOM_BLOCK`` images by global index
+    (about ``batch_size`` images, at least one block); the attacks run on them ``batch_size`` at a time."""
+    first = data.offset
+    cuts = [first, *range((first // RANDOM_BLOCK + 1) * RANDOM_BLOCK, first + data.n, RANDOM_BLOCK)]
+    per = max(1, batch_size // RANDOM_BLOCK)
+    starts = [cut - first for cut in cuts[::per]]
+    return list(zip(starts, [*starts[1:], data.n], strict=True))
+
+
+def _attack_span(
     model: AuditModel,
     built: list[Attack],
     config: AttackConfig,
@@ -269,28 +313,37 @@ def _attack_batch(
     x: torch.Tensor,
     y: torch.Tensor,
     start: int,
-    key: tuple[int, int],
+    rows_global: np.ndarray,
+    eps_index: int,
     eps: float,
-    quota: int,
+    population: int,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Every attack of the plan on one batch at one eps, each on the samples still robust;
-    ``quota`` samples per probe when the plan screens (``config.probe``)."""
+    """Every attack of the plan on one span of whole blocks at one eps, each on the samples still
+    robust; when the plan screens (``config.probe``), each block is screened on its own."""
     task, device = model.task, model.device
     # samples broken at a smaller eps keep that (valid, smaller) perturbation's verdict
     live = np.flatnonzero(state.broken_by[start : start + len(x)] == NOT_BROKEN)
     gap = np.zeros(len(x))  # distance to the boundary (-CW margin) at each sample's latest point
+    blocks = rows_global // RANDOM_BLOCK
 
     def hit(index: int, targets: np.ndarray, stage: int, *extra: int, done: np.ndarray = NONE) -> np.ndarray:
-        """Attack these rows of the batch with attack ``index``; return those it broke. Rows in
+        """Attack these rows of the span with attack ``index``; return those it broke. Rows in
         ``done`` (broken by this attack's probe) keep the probe's adversarial point."""
-        xs, ys = x[targets].to(device), y[targets].to(device)
-        generator = seeded_generator(config.seed, *key, index, *extra)
+        # every random draw is keyed by (image's global index, eps, attack): see Draws
+        draws = Draws(config.seed, (eps_index, index, *extra), rows_global)
         attack = built[index]
         if stage == PROBED and isinstance(attack, Square):  # queries, not images, make its cost
             attack = replace(attack, queries=max(1, attack.queries // PROBE_QUERY_SHARE))
-        x_adv = attack(model, xs, ys, eps=eps, norm=config.norm, generator=generator)
-        logits = model.predict(x_adv).float().cpu()
+        points, outputs = [], []
+        for lo in range(0, len(targets), config.batch_size):
+            chunk = targets[lo : lo + config.batch_size]
+            xc, yc = x[chunk].to(device), y[chunk].to(device)
+            point = attack(model, xc, yc, eps=eps, norm=config.norm, generator=draws.rows(chunk))
+            points.append(point)
+            outputs.append(model.predict(point).float().cpu())
+        x_adv, logits = torch.cat(points), torch.cat(outputs)
+        xs, ys = x[targets].to(device), y[targets].to(device)
         fooled = ~is_correct(logits, ys.cpu(), task).numpy()
         new = ~np.isin(targets, done)
         targets, x_adv, xs, ys, logits, fooled = (
@@ -311,21 +364,40 @@ def _attack_batch(
         state.broken_by[rows[fooled]] = index
         return targets[fooled]
 
-    screen = config.probe > 0 and len(live) > 0 and not _masked(model, x[live].to(device), y[live].to(device))
+    screened = np.zeros(len(x), dtype=bool)  # per row: its block is screened by the probe
+    if config.probe > 0 and len(live):
+        masked = np.zeros(len(x), dtype=bool)
+        masked[live] = _masked(model, x[live], y[live], config.batch_size)
+        screened = ~np.isin(blocks, blocks[masked])
     for index in range(len(built)):
         if len(live) == 0:
             break
-        if screen and index > 0:  # the survivors nearest the boundary first
-            order = live[np.argsort(gap[live], kind="stable")]
-            probe, rest = np.sort(order[:quota]), np.sort(order[quota:])
-            broken = hit(index, probe, PROBED, 1)
-            if len(broken) and len(rest):
-                # in full: every survivor (the probe's too) with the draws of the unscreened plan
-                broken = np.concatenate([broken, hit(index, live, ATTACKED, done=broken)])
-            else:
-                state.stages[start + rest, index] = SKIPPED
-        else:
+        screen = live[screened[live]] if index > 0 else NONE
+        if len(screen) == 0:
             broken = hit(index, live, ATTACKED)
+        else:  # per block, the survivors nearest the boundary first
+            probe: list[np.ndarray] = []
+            hot: list[np.ndarray] = []
+            cold: list[np.ndarray] = []
+            for block in np.unique(blocks[screen]):
+                members = screen[blocks[screen] == block]
+                size = min((block + 1) * RANDOM_BLOCK, population) - block * RANDOM_BLOCK
+                quota = math.ceil(config.probe * size / population)
+                order = members[np.argsort(gap[members], kind="stable")]
+                probe.append(order[:quota])
+                (hot if len(order) > quota else cold).append(order)
+            probed = np.sort(np.concatenate(probe))
+            broken = hit(index, probed, PROBED, 1)
+            # in full: every survivor of a block whose probe broke one (the probe's too) and of the
+            # unscreened blocks, with the draws of the unscreened plan
+            full = [live[~screened[live]]]
+            for order in hot:
+                (full if np.isin(order, broken).any() else cold).append(order)
+            full_rows = np.sort(np.concatenate(full))
+            if len(full_rows):
+                broken = np.concatenate([broken, hit(index, full_rows, ATTACKED, done=broken)])
+            rest = np.setdiff1d(np.concatenate([NONE, *cold]), probed)
+            state.stages[start + rest, index] = SKIPPED
         live = np.setdiff1d(live, broken)
         if progress:
             progress(len(x))
@@ -370,21 +442,34 @@ def run_attacks(
             adv_images=data.float_images(0, data.n) if keep_adversarial else None,
         )
         pushed: dict[int, torch.Tensor] = {}
-        for start, x, y in data.batches(config.batch_size):
-            # every random draw is keyed by (global batch start, eps, attack): see seeded_generator
-            block = data.offset + start
+        for start, stop in spans(data, config.batch_size):
+            x, y = data.float_images(start, stop), data.labels[start:stop]
+            rows_global = data.offset + np.arange(start, stop)
             if eps > 0:
-                quota = math.ceil(config.probe * len(x) / data.population)
-                _attack_batch(
-                    model, built, config, state, x, y, start, (block, eps_index), eps, quota, progress
+                _attack_span(
+                    model,
+                    built,
+                    config,
+                    state,
+                    x,
+                    y,
+                    start,
+                    rows_global,
+                    eps_index,
+                    eps,
+                    data.population,
+                    progress,
                 )
             elif progress:
                 progress(len(x) * len(built))
-            wrong = np.flatnonzero(state.broken_by[start : start + len(x)] != NOT_BROKEN)
+            wrong = np.flatnonzero(state.broken_by[start:stop] != NOT_BROKEN)
             if model.has_gradients and len(wrong):
-                generator = seeded_generator(config.seed, block, eps_index, len(built))
-                logits = _push(model, x[wrong].to(device), y[wrong].to(device), eps, config, generator)
-                pushed.update(zip((start + wrong).tolist(), logits, strict=True))
+                draws = Draws(config.seed, (eps_index, len(built)), rows_global)
+                for lo in range(0, len(wrong), config.batch_size):
+                    chunk = wrong[lo : lo + config.batch_size]
+                    xc, yc = x[chunk].to(device), y[chunk].to(device)
+                    logits = _push(model, xc, yc, eps, config, draws.rows(chunk))
+                    pushed.update(zip((start + chunk).tolist(), logits, strict=True))
         # samples broken at an earlier eps: their earlier adversarial logits still hold
         earlier = previous >= 0
         if outcomes and earlier.any():

@@ -83,11 +83,28 @@ class AttackAudit(Audit):
     help = "Adversarial robustness: worst case per sample over attacks and restarts, plus honesty checks."
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "clean_accuracy": MetricInfo("accuracy on the attacked samples before attack", True, True),
+        **{
+            f"clean_accuracy_ci_{side}": MetricInfo(
+                f"{side} end of the bootstrap interval of clean accuracy (results.clean_accuracy_ci)",
+                True,
+                True,
+            )
+            for side in ("low", "high")
+        },
         f"robust_accuracy@{EPS}": MetricInfo(
             "worst-case robust accuracy at EPS (sweep record with attack 'worst-case')",
             True,
             True,
         ),
+        **{
+            f"robust_accuracy_ci_{side}@{EPS}": MetricInfo(
+                f"{side} end of the bootstrap interval of worst-case robust accuracy at EPS "
+                "(worst-case robust_accuracy_ci)",
+                True,
+                True,
+            )
+            for side in ("low", "high")
+        },
         f"auc@{EPS}": MetricInfo("AUC under the worst-case attack at EPS (auc_under_attack)", True, True),
         f"success_rate@{EPS}": MetricInfo(
             "share of clean-correct samples broken at EPS (worst-case attack_success_rate)", False, True
@@ -104,12 +121,15 @@ class AttackAudit(Audit):
 
     def extract(self, results: dict[str, Any]) -> dict[str, float]:
         out = {"attack.clean_accuracy": number(results.get("clean_accuracy"))}
+        out.update(_interval_ends(results, "clean_accuracy", "attack.clean_accuracy"))
         for record in worst_case(results):
             eps = number(record.get("eps"))
             if math.isnan(eps):
                 continue
             tag = format(eps, "g")
             out[f"attack.robust_accuracy@{tag}"] = number(record.get("robust_accuracy"))
+            ends = _interval_ends(record, "robust_accuracy", "attack.robust_accuracy")
+            out.update({f"{key}@{tag}": value for key, value in ends.items()})
             out[f"attack.auc@{tag}"] = number(record.get("auc_under_attack"))
             out[f"attack.success_rate@{tag}"] = number(record.get("attack_success_rate"))
         if isinstance(results.get("checks"), list):
@@ -206,6 +226,17 @@ class AttackAudit(Audit):
             "probe": config.probe,
         }
         return record, audited
+
+
+def _interval_ends(results: dict[str, Any], metric: str, prefix: str) -> dict[str, float]:
+    """``<prefix>_ci_low``/``_ci_high`` from ``results[<metric>_ci]``; nothing for a report
+    written before the intervals (a rule on them then names the metric as absent), NaN ends for
+    an interval that is null."""
+    if f"{metric}_ci" not in results:
+        return {}
+    interval = results[f"{metric}_ci"]
+    ends = interval if isinstance(interval, list) and len(interval) == 2 else [None, None]
+    return {f"{prefix}_ci_{side}": number(end) for side, end in zip(("low", "high"), ends, strict=True)}
 
 
 def failed_checks(results: dict[str, Any]) -> list[dict[str, Any]]:

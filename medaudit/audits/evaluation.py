@@ -28,8 +28,14 @@ class EvalOptions:
 
     threshold: float = setting(
         0.5,
-        "Binary tasks: decision threshold on the positive (last) class's probability; accuracy, "
+        "Binary tasks: decision threshold on the positive class's probability; accuracy, "
         "sensitivity, specificity and the confusion matrix are taken there.",
+        panel=PANEL,
+    )
+    positive_class: str | None = setting(
+        None,
+        "Binary tasks: the positive class, by name or index (default: the last class); it sets the "
+        "AUC's orientation, sensitivity, specificity and the class --threshold applies to.",
         panel=PANEL,
     )
     bootstrap: int = setting(
@@ -43,10 +49,10 @@ def _bound(results: dict[str, Any], metric: str, side: int) -> float:
     return number(interval[side]) if isinstance(interval, list) and len(interval) == 2 else number(None)
 
 
-def interval_text(results: dict[str, Any], metric: str) -> str | None:
+def interval_text(results: dict[str, Any], metric: str, digits: int = 4) -> str | None:
     """``metric``'s interval as 'low – high', None where there is none."""
     low, high = _bound(results, metric, 0), _bound(results, metric, 1)
-    return None if math.isnan(low) or math.isnan(high) else f"{low:.4f} – {high:.4f}"
+    return None if math.isnan(low) or math.isnan(high) else f"{low:.{digits}f} – {high:.{digits}f}"
 
 
 def confidence_percent(results: dict[str, Any]) -> str:
@@ -60,7 +66,12 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str]]:
     names = list(table(results.get("per_class_recall")))
     rows = [("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("AUC", "auc")]
     if results.get("threshold") is not None and len(names) == 2:
-        rows += [(f"sensitivity ({names[1]})", "sensitivity"), (f"specificity ({names[0]})", "specificity")]
+        positive = results.get("positive_class")
+        pos = names.index(positive) if positive in names else 1
+        rows += [
+            (f"sensitivity ({names[pos]})", "sensitivity"),
+            (f"specificity ({names[1 - pos]})", "specificity"),
+        ]
     if results.get("kappa") is not None or results.get("mae") is not None:
         rows += [("quadratic-weighted kappa", "kappa"), ("mean absolute error (grades)", "mae")]
     if "ece" in results:
@@ -68,16 +79,26 @@ def headline(results: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def interval_note(results: dict[str, Any]) -> str | None:
+    """How the intervals were drawn (``results.bootstrap``), None without resamples: eval's, and
+    that of the clean rows of ``attack`` and ``shift``."""
+    boot = table(results.get("bootstrap"))
+    if not boot.get("rounds"):
+        return None
+    skipped = boot.get("auc_skipped")
+    return (
+        f"intervals: percentile bootstrap over images, {boot['rounds']} resamples, seed {boot.get('seed')}"
+        + (f" ({skipped} resamples lost a class: no AUC)" if skipped else "")
+    )
+
+
 def method_note(results: dict[str, Any]) -> str:
     """How the numbers were taken: the intervals, the calibration binning, the decision rule."""
-    boot, reliability = table(results.get("bootstrap")), table(results.get("reliability"))
+    reliability = table(results.get("reliability"))
     parts = []
-    if boot.get("rounds"):
-        skipped = boot.get("auc_skipped")
-        parts.append(
-            f"intervals: percentile bootstrap over images, {boot['rounds']} resamples, seed {boot.get('seed')}"
-            + (f" ({skipped} resamples lost a class: no AUC)" if skipped else "")
-        )
+    intervals = interval_note(results)
+    if intervals:
+        parts.append(intervals)
     if reliability.get("binning"):
         parts.append(f"ECE: {reliability['binning']}")
     if results.get("threshold") is not None:
@@ -96,6 +117,7 @@ def eval_config(options: EvalOptions, context: Context) -> EvalConfig:
         bootstrap=options.bootstrap,
         confidence=options.confidence,
         seed=context.seed,
+        positive_class=options.positive_class,
     )
 
 
@@ -122,12 +144,13 @@ class EvalAudit(Audit):
             for side in ("low", "high")
         },
         "sensitivity": MetricInfo(
-            "binary: recall of the positive (last) class at the threshold (eval results.sensitivity)",
+            "binary: recall of the positive class (--positive-class, default the last) at the "
+            "threshold (eval results.sensitivity)",
             True,
             True,
         ),
         "specificity": MetricInfo(
-            "binary: recall of the negative (first) class at the threshold (eval results.specificity)",
+            "binary: recall of the negative class at the threshold (eval results.specificity)",
             True,
             True,
         ),

@@ -129,6 +129,14 @@ class ShiftAudit(Audit):
     title = "Distribution shift"
     metrics: ClassVar[dict[str, MetricInfo]] = {
         "clean_be": MetricInfo("balanced error without corruption (summary.clean_be)", False, True),
+        **{
+            f"clean_be_ci_{side}": MetricInfo(
+                f"{side} end of the bootstrap interval of the clean balanced error (clean.balanced_error_ci)",
+                False,
+                True,
+            )
+            for side in ("low", "high")
+        },
         "mean_be": MetricInfo("balanced error averaged over corruptions and severities", False, True),
         "worst_be": MetricInfo(
             "balanced error of the worst corruption (summary.worst_corruption_be)", False, True
@@ -156,6 +164,11 @@ class ShiftAudit(Audit):
             "shift.mean_accuracy_drop": number(summary.get("mean_accuracy_drop")),
             "shift.mean_auc_drop": number(summary.get("mean_auc_drop")),
         }
+        clean = table(results.get("clean"))
+        if "balanced_error_ci" in clean:  # absent from reports written before the intervals
+            interval = clean["balanced_error_ci"]
+            ends = interval if isinstance(interval, list) and len(interval) == 2 else [None, None]
+            out["shift.clean_be_ci_low"], out["shift.clean_be_ci_high"] = number(ends[0]), number(ends[1])
         for key in ("mean_normalised_be", "mean_rbe"):  # null when the AlexNet baseline does not apply
             if summary.get(key) is not None:
                 out[f"shift.{key}"] = number(summary[key])
@@ -183,11 +196,11 @@ class ShiftAudit(Audit):
         return [*shift_tables(results, f"Shift: {data_label}"), *note_lines(results)]
 
     def check(self, options: ShiftOptions, context: Context) -> None:
-        from medaudit.shift.corrupt import corruptions
+        from medaudit.registries import corruptions  # names checked without importing torch
 
         for name in (options.corruptions or "").split(","):
             if name.strip():
-                corruptions.get(name.strip())
+                corruptions.check(name.strip())
         if context.data_file is not None and options.modality is None:
             raise _no_modality()
         parse_severities(options.severities)

@@ -304,10 +304,11 @@ def discover_command(
 
 def list_command() -> None:
     """Print the artifacts (no model needed)."""
-    from medaudit.confounders.artifacts import list_artifacts
+    from medaudit.registries import artifacts  # the declared names and descriptions: no torch
     from medaudit.report.confounder_tables import artifact_list_table
 
-    stderr_console().print(artifact_list_table(list_artifacts()))
+    rows = [(name, artifacts.description(name)) for name in artifacts.names()]
+    stderr_console().print(artifact_list_table(rows))
 
 
 def _finetune(run: Prepared, config: Any, data: DataSettings) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,7 +17,6 @@ from medaudit.commands.common import (
 from medaudit.document import document
 from medaudit.errors import ConfigError
 from medaudit.options import with_settings
-from medaudit.registry import Registry
 from medaudit.report import tables
 from medaudit.settings import ModelSettings, RunSettings
 from medaudit.sources import input_files, load_options, model_path
@@ -48,37 +47,15 @@ def info_command(model: ModelSettings, run_settings: RunSettings, json: JsonOpt 
     emit(console, json, doc)
 
 
-def description(entry: object) -> str:
-    """An entry's one-line description: its ``description``, else the first line of its docstring.
-
-    '' when it has neither; the signature a dataclass writes as the docstring of a class that
-    has none is not a description either.
-    """
-    text = getattr(entry, "description", None)
-    if not isinstance(text, str):
-        text = entry.__doc__ or ""
-        if isinstance(entry, type) and text.startswith(f"{entry.__name__}("):  # a dataclass's signature
-            text = ""
-    lines = text.strip().splitlines()
-    return lines[0].strip() if lines else ""
-
-
 def listing(what: str) -> list[tuple[str, str]]:
-    """(name, description) of every entry of one built-in registry, sorted by name."""
-    from medaudit.attacks import attacks
-    from medaudit.confounders.artifacts import artifacts
-    from medaudit.models.archs import architectures
-    from medaudit.shift import corruptions
+    """(name, description) of every entry of one built-in registry, sorted by name; the
+    declarations are read, nothing (torch included) is imported."""
+    from medaudit.registries import BUILT_IN
 
-    registries: dict[str, Registry[Any]] = {
-        "archs": architectures,
-        "attacks": attacks,
-        "corruptions": corruptions,
-        "artifacts": artifacts,
-    }
-    if what not in registries:
-        raise ConfigError(f"cannot list '{what}': choose from {', '.join(registries)}")
-    return [(name, description(registries[what].get(name))) for name in registries[what]]
+    if what not in BUILT_IN:
+        raise ConfigError(f"cannot list '{what}': choose from {', '.join(BUILT_IN)}")
+    registry = BUILT_IN[what]
+    return [(name, registry.description(name)) for name in registry]
 
 
 def list_command(

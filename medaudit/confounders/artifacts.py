@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from medaudit.errors import ConfigError
-from medaudit.registry import Registry
+from medaudit.registries import artifacts
 from medaudit.shift.catalogue import REFERENCE_SIZE
 from medaudit.shift.corrupt import CHUNK_VALUES, Images, OpContext, on_uint8_batch, sample_rngs
 from medaudit.shift.marks import SUPERSAMPLE_EM, area_downsample, default_font
@@ -70,7 +70,7 @@ class Artifact:
         return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-artifacts: Registry[Artifact] = Registry("artifact")
+# ``artifacts`` (imported above): declared in medaudit/registries.py, filled by ``register_artifact``
 
 
 def register_artifact(name: str, description: str) -> Callable[[ArtifactFn], ArtifactFn]:
@@ -85,7 +85,7 @@ def register_artifact(name: str, description: str) -> Callable[[ArtifactFn], Art
 
 def list_artifacts() -> list[tuple[str, str]]:
     """(name, one-line description) of every artifact, sorted by name."""
-    return [(name, artifacts.get(name).description) for name in artifacts.names()]
+    return [(name, artifacts.description(name)) for name in artifacts.names()]
 
 
 # -- option checks ---------------------------------------------------------------------------------

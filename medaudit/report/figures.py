@@ -341,3 +341,54 @@ def _reliability_figure(reliability: dict[str, Any], ece: float | None, title: s
 def reliability_diagram_png(reliability: dict[str, Any], ece: float | None, title: str) -> bytes:
     """The reliability diagram of an eval result as PNG bytes, for the HTML report."""
     return _png_bytes(_reliability_figure(reliability, ece, title), CURVE_DPI)
+
+
+def tradeoff_png(results: dict[str, Any], title: str) -> bytes:
+    """``features``: the trade-off rows as grouped bars, one colour per model (every row is a
+    number in [0, 1]; missing ones are left out)."""
+    from medaudit.report.feature_tables import models_of, tradeoff_rows
+
+    models = models_of(results)
+    columns = [dict(tradeoff_rows(m)) for m in models]
+    labels = [label for label, _ in tradeoff_rows(models[0])] if models else []
+    labels = [lab for lab in labels if any(isinstance(c.get(lab), int | float) for c in columns)]
+    fig = _new_figure((7.0, 0.45 * max(len(labels), 2) + 1.2))
+    ax = fig.add_subplot()
+    height = 0.8 / max(len(models), 1)
+    for index, (model, column) in enumerate(zip(models, columns, strict=True)):
+        values = [
+            float(column[lab]) if isinstance(column.get(lab), int | float) else np.nan for lab in labels
+        ]
+        positions = np.arange(len(labels)) + index * height
+        ax.barh(positions, values, height=height, label=mpl_text(str(model.get("label"))))
+    ax.set_yticks(np.arange(len(labels)) + height * (len(models) - 1) / 2)
+    ax.set_yticklabels([mpl_text(lab) for lab in labels], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_title(mpl_text(title), fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    return _png_bytes(fig, CURVE_DPI)
+
+
+def saliency_examples_png(examples: dict[str, np.ndarray], label: str) -> bytes:
+    """``features``: for a few images, the image, its attribution map, and the map on the
+    perturbed image, with their rank correlation (as in the paper's Fig. 1)."""
+    images, clean, perturbed = examples["images"], examples["clean"], examples["perturbed"]
+    correlations = examples["correlations"]
+    n = len(images)
+    fig = _new_figure((3 * 1.6, n * 1.6))
+    for row in range(n):
+        image = np.asarray(images[row], dtype=float)
+        panels = (
+            (image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1), "image", "gray"),
+            (clean[row], "attribution", "magma"),
+            (perturbed[row], f"perturbed (rho {correlations[row]:.2f})", "magma"),
+        )
+        for column, (picture, name, cmap) in enumerate(panels):
+            ax = fig.add_subplot(n, 3, row * 3 + column + 1)
+            ax.imshow(picture, cmap=cmap, interpolation="nearest")
+            ax.set_axis_off()
+            if row == 0 or column == 2:
+                ax.set_title(mpl_text(name), fontsize=7)
+    fig.suptitle(mpl_text(f"saliency on x and on perturbed x: {label}"), fontsize=9)
+    return _png_bytes(fig, GRID_DPI)

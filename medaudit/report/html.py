@@ -28,7 +28,13 @@ import numpy as np
 
 from medaudit.audits import audits
 from medaudit.audits.attack import checks_alarm
-from medaudit.audits.evaluation import confidence_percent, headline, interval_text, method_note
+from medaudit.audits.evaluation import (
+    confidence_percent,
+    headline,
+    interval_note,
+    interval_text,
+    method_note,
+)
 from medaudit.report import figures
 from medaudit.report.atomic import write_atomic
 from medaudit.report.escaping import printable
@@ -345,12 +351,14 @@ def attack_section(res: dict[str, Any], title: str) -> str:
             )
         )
     several = len(res.get("attacks") or []) > 1
+    with_ci = any(isinstance(r, dict) and "robust_accuracy_ci" in r for r in sweep)
     rows = []
     for r in sweep:
         worst = r.get("attack") == "worst-case"
         if not worst and not several:
             continue
         pert = r.get("perturbation") or {}
+        interval = (interval_text(r, "robust_accuracy", 3) or "–") if worst else ""
         rows.append(
             f'<tr class="{"worst" if worst else "sub"}">'
             + _td(r.get("eps"), 5)
@@ -358,6 +366,7 @@ def attack_section(res: dict[str, Any], title: str) -> str:
             + f"<td>{_e('all (worst case)' if worst else r.get('attack'))}</td>"
             + _td(r.get("clean_accuracy"), 3)
             + _td(r.get("robust_accuracy"), 3)
+            + (f'<td class="num">{_e(interval)}</td>' if with_ci else "")
             + _td(r.get("attack_success_rate"), 3)
             + (_td(r.get("auc_under_attack"), 3) if worst else "<td></td>")
             + (_td(pert.get("max_linf"), 5) if worst else "<td></td>")
@@ -369,10 +378,26 @@ def attack_section(res: dict[str, Any], title: str) -> str:
         f"({', '.join(res.get('attacks') or [])}); rows per attack are cumulative; "
         f"normalised area under the curve {_num(curve.get('normalised_area'))}"
     )
+    level = confidence_percent(res)
+    clean_interval = interval_text(res, "clean_accuracy")
+    if clean_interval is not None:
+        caption += f"; clean accuracy {level} interval {clean_interval}"
+    if with_ci and interval_note(res):
+        caption += f"; {interval_note(res)}"
     parts.append("<h3>Sweep</h3>")
     parts.append(
         _table(
-            ["eps", "×1/255", "attack", "clean", "robust", "success", "AUC adv", "max δ∞"],
+            [
+                "eps",
+                "×1/255",
+                "attack",
+                "clean",
+                "robust",
+                *([f"{level} interval"] if with_ci else []),
+                "success",
+                "AUC adv",
+                "max δ∞",
+            ],
             rows,
             caption=caption,
         )
@@ -418,9 +443,14 @@ def shift_section(res: dict[str, Any], title: str) -> str:
         )
     s = res.get("summary") or {}
     clean = res.get("clean") or {}
-    pairs: list[tuple[str, Any]] = [
-        ("clean accuracy", clean.get("accuracy")),
-        ("clean balanced error", s.get("clean_be")),
+    level = confidence_percent(res)
+    pairs: list[tuple[str, Any]] = [("clean accuracy", clean.get("accuracy"))]
+    if interval_text(clean, "accuracy") is not None:
+        pairs.append((f"clean accuracy {level} interval", interval_text(clean, "accuracy")))
+    pairs.append(("clean balanced error", s.get("clean_be")))
+    if interval_text(clean, "balanced_error") is not None:
+        pairs.append((f"clean balanced error {level} interval", interval_text(clean, "balanced_error")))
+    pairs += [
         ("mean corrupted balanced error", s.get("mean_be")),
         ("worst corruption", f"{s.get('worst_corruption')} (BE {_num(s.get('worst_corruption_be'))})"),
         ("mean accuracy drop", s.get("mean_accuracy_drop")),
@@ -436,7 +466,7 @@ def shift_section(res: dict[str, Any], title: str) -> str:
             pairs.append(("rBE left out (denominator < 0.02)", ", ".join(s["rbe_excluded"])))
     else:
         pairs.append(("AlexNet comparison", res.get("baseline_note") or "–"))
-    parts.append("<h3>Summary</h3>" + _table(None, _kv_rows(pairs)))
+    parts.append("<h3>Summary</h3>" + _table(None, _kv_rows(pairs), caption=interval_note(res) or ""))
     per = res.get("per_corruption") or []
     if per:
         header = ["corruption", "mean BE", "BE drop"] + (["nBE", "rBE"] if with_baseline else [])
@@ -589,6 +619,52 @@ def confounders_section(res: dict[str, Any], title: str) -> str:
         header = ["region", "towards", "flip rate", "control flip rate", "flagged"]
         out += _table(header, found, caption="shortcut discovery: a universal patch per region")
     return out
+
+
+def features_section(res: dict[str, Any], data_label: str) -> str:
+    """Nonrobust-feature usefulness per model and dataset, then the trade-off table, one column per
+    model (the pictures come from ``FeaturesAudit.figures``)."""
+    from medaudit.report.feature_tables import dataset_name, models_of, nonrobust_rows, tradeoff_rows
+
+    models = models_of(res)
+    rows = []
+    for model in models:
+        nonrobust = model.get("nonrobust") or {}
+        for row in nonrobust_rows(model):
+            rows.append(
+                "<tr>"
+                + _td(str(model.get("label")))
+                + _td(dataset_name(row.get("kind")))
+                + _td(row.get("eps"), 3)
+                + _td(row.get("attack_success"), 3)
+                + _td(row.get("accuracy"), 3)
+                + _td(row.get("balanced_accuracy"), 3)
+                + _td(row.get("control_accuracy"), 3)
+                + _td(nonrobust.get("chance"), 3)
+                + "</tr>"
+            )
+    header = [
+        "model",
+        "dataset",
+        "L2 eps",
+        "reached target",
+        "accuracy",
+        "balanced acc.",
+        "eps-0 control",
+        "chance",
+    ]
+    out = _table(
+        header, rows, caption="a fresh network trained on the relabelled set, tested on the clean split"
+    )
+    columns = [tradeoff_rows(m) for m in models]
+    if columns:
+        body = [
+            "<tr>" + f"<th>{_e(label)}</th>" + "".join(_td(col[i][1], 3) for col in columns) + "</tr>"
+            for i, (label, _) in enumerate(columns[0])
+        ]
+        names = [f"{m.get('label')} ({m.get('path')})" for m in models]
+        out += _table(["metric", *names], body, caption=f"trade-off on {data_label}")
+    return out + _paragraphs([str(n) for n in res.get("notes") or []])
 
 
 def _section(name: str, res: Any, data_label: str) -> str:

@@ -15,7 +15,13 @@ from rich.table import Table
 from rich.text import Text
 
 from medaudit.audits import audits
-from medaudit.audits.evaluation import confidence_percent, headline, interval_text, method_note
+from medaudit.audits.evaluation import (
+    confidence_percent,
+    headline,
+    interval_note,
+    interval_text,
+    method_note,
+)
 from medaudit.report.escaping import rich_text as _t
 
 
@@ -91,9 +97,32 @@ def eval_tables(results: dict[str, Any], title: str) -> list[RenderableType]:
     return [summary, *([_t(note, "dim")] if note else []), per_class]
 
 
+def clean_interval_caption(
+    results: dict[str, Any], clean: dict[str, Any], metrics: list[tuple[str, str]]
+) -> str:
+    """'; clean accuracy 95% interval a – b, ...; intervals: ...' for the metrics of ``clean`` that
+    have an interval (empty for a report written before the intervals)."""
+    level = confidence_percent(results)
+    shown = [
+        f"{label} {level} interval {text}"
+        for label, key in metrics
+        if (text := interval_text(clean, key)) is not None
+    ]
+    note = interval_note(results)
+    return "".join(f"; {part}" for part in [*shown, *([note] if shown and note else [])])
+
+
+def _compact_interval(results: dict[str, Any], metric: str) -> str:
+    """'0.656–0.875' (three digits, no spaces: a narrow column), '-' where there is none."""
+    return (interval_text(results, metric, 3) or "-").replace(" – ", "–")
+
+
 def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: str) -> list[Table]:
     sweep = Table(title=_t(title, "table.title"), title_justify="left")
-    for column in ("eps", "×1/255", "attack", "clean", "robust", "success", "AUC adv", "max δ∞"):
+    with_ci = any("robust_accuracy_ci" in r for r in results["sweep"] if r["attack"] == "worst-case")
+    level = confidence_percent(results)
+    columns = ("eps", "×1/255", "attack", "clean", "robust", *((f"{level} CI",) if with_ci else ()))
+    for column in (*columns, "success", "AUC adv", "max δ∞"):
         sweep.add_column(column, justify="left" if column == "attack" else "right")
     several = len(results["attacks"]) > 1
     for record in results["sweep"]:
@@ -107,6 +136,7 @@ def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: 
             "[bold]all[/]" if worst else _t(record["attack"], "dim"),
             _fmt(record["clean_accuracy"], 3),
             f"[bold]{_fmt(record['robust_accuracy'], 3)}[/]" if worst else _fmt(record["robust_accuracy"], 3),
+            *((_compact_interval(record, "robust_accuracy") if worst else "",) if with_ci else ()),
             _fmt(record["attack_success_rate"], 3),
             _fmt(record.get("auc_under_attack"), 3),
             _fmt(pert.get("max_linf"), 5) if pert else "",
@@ -116,7 +146,8 @@ def attack_tables(results: dict[str, Any], checks: list[dict[str, Any]], title: 
     sweep.caption = _t(
         f"n = {results['n']}; robust = clean-correct and survives every attack and restart "
         f"({', '.join(results['attacks'])}); rows per attack are cumulative; "
-        f"normalised area under the curve {curve['normalised_area']:.4f}",
+        f"normalised area under the curve {curve['normalised_area']:.4f}"
+        + clean_interval_caption(results, results, [("clean accuracy", "clean_accuracy")]),
         "table.caption",
     )
     honesty = Table(title="Honesty checks", title_justify="left")
@@ -179,15 +210,21 @@ def shift_tables(results: dict[str, Any], title: str) -> list[Table]:
         table.add_row(*row)
     table.caption = _t(
         f"n = {clean['n']}; clean accuracy {_fmt(clean['accuracy'], 3)}, clean BE {_fmt(clean['balanced_error'], 3)}; "
-        "yellow: accuracy down > 0.02, red: > 0.1",
+        "yellow: accuracy down > 0.02, red: > 0.1"
+        + clean_interval_caption(
+            results, clean, [("clean accuracy", "accuracy"), ("clean BE", "balanced_error")]
+        ),
         "table.caption",
     )
     s = results["summary"]
     overview = Table(title="Shift summary", show_header=False, title_justify="left")
     overview.add_column("metric", style="bold")
     overview.add_column("value", justify="right")
-    rows = [
-        ("clean balanced error", _fmt(s["clean_be"], 4)),
+    rows = [("clean balanced error", _fmt(s["clean_be"], 4))]
+    be_interval = interval_text(clean, "balanced_error")
+    if be_interval is not None:
+        rows.append((f"clean balanced error {confidence_percent(results)} interval", be_interval))
+    rows += [
         ("mean corrupted balanced error", _fmt(s["mean_be"], 4)),
         ("worst corruption", f"{s['worst_corruption']} (BE {_fmt(s['worst_corruption_be'], 4)})"),
         ("mean accuracy drop", _fmt(s["mean_accuracy_drop"], 4)),

@@ -19,7 +19,13 @@ import torch
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_checked
-from medaudit.metrics import classification_metrics
+from medaudit.metrics import (
+    BOOTSTRAP_CONFIDENCE,
+    BOOTSTRAP_METHOD,
+    BOOTSTRAP_ROUNDS,
+    bootstrap_intervals,
+    classification_metrics,
+)
 from medaudit.models import AuditModel
 from medaudit.shift.baselines import baseline_for
 from medaudit.shift.catalogue import PARAMS, REFERENCE_SIZE, SEVERITIES, family_of
@@ -102,8 +108,32 @@ class ShiftResult:
             "auc": m["auc"],
         }
 
+    def clean_intervals(self) -> dict[str, Any]:
+        """Bootstrap intervals of the clean row: eval's (``bootstrap_intervals`` at threshold 0.5,
+        its default resamples and level, ``config.seed``), so they equal ``eval``'s with the same
+        seed; ``balanced_error_ci`` is 1 minus the balanced accuracy interval, reversed."""
+        intervals = bootstrap_intervals(
+            self.clean_logits,
+            self.labels,
+            self.task,
+            0.5,
+            BOOTSTRAP_ROUNDS,
+            BOOTSTRAP_CONFIDENCE,
+            self.config.seed,
+        )
+        balanced = intervals["balanced_accuracy_ci"]
+        return {
+            "accuracy_ci": intervals["accuracy_ci"],
+            "balanced_accuracy_ci": balanced,
+            "balanced_error_ci": None if balanced is None else [1.0 - balanced[1], 1.0 - balanced[0]],
+            "auc_ci": intervals["auc_ci"],
+            "auc_skipped": intervals["auc_skipped"],
+        }
+
     def to_dict(self) -> dict[str, Any]:
         clean = self._metrics(self.clean_logits)
+        intervals = self.clean_intervals()
+        auc_skipped = intervals.pop("auc_skipped")
         cells = {key: self._metrics(logits) for key, logits in self.cell_logits.items()}
         records = []
         for (name, severity), m in cells.items():
@@ -126,7 +156,14 @@ class ShiftResult:
         return {
             "task": self.task.value,
             "label": "MedMNIST-C" if baseline is not None else "MedMNIST-C-style",
-            "clean": clean,
+            "clean": {**clean, **intervals},
+            "bootstrap": {
+                "rounds": BOOTSTRAP_ROUNDS,
+                "confidence": BOOTSTRAP_CONFIDENCE,
+                "seed": self.config.seed,
+                "method": BOOTSTRAP_METHOD,
+                "auc_skipped": auc_skipped,
+            },
             "corruptions": records,
             "per_corruption": [
                 {"corruption": name, "params_from": self.config.params_from(name), **per_corruption[name]}

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medaudit.errors import ConfigError
-from medaudit.registry import Registry
+from medaudit.registries import corruptions
 from medaudit.shift.catalogue import PARAMS, REFERENCE_SIZE, params_source, severity_param
 
 Mode = Literal["medmnistc", "scaled"]
@@ -62,7 +62,7 @@ class Corruption:
     NCHW->NHWC->NCHW copies, which at 224 px cost more than the marks themselves."""
 
 
-corruptions: Registry[Corruption] = Registry("corruption")
+# ``corruptions`` (imported above): declared in medaudit/registries.py, filled by ``register``
 
 
 def register(

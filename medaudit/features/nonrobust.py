@@ -1,0 +1,222 @@
+"""Nonrobust-feature usefulness: do the audited model's adversarial directions carry label signal?
+
+For each kind (D_rand, D_det) the training split is moved towards target classes by targeted L2
+PGD on the audited model and relabelled with the targets (``construct``); a fresh network trained
+on that set alone is then scored on the untouched clean test split. Accuracy well above chance,
+and above the same pipeline at eps 0 (the control, whose labels carry no signal about the
+images), says the model's nonrobust features generalise (Ilyas et al. 2019).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from medaudit.data import AuditData, stratified_indices
+from medaudit.errors import ConfigError
+from medaudit.features.construction import KINDS, construct, default_budget, require_single_label_gradients
+from medaudit.features.progress import stage
+from medaudit.features.train import accuracy, fresh_factory, train_fresh, training_batches
+from medaudit.models import AuditModel
+
+if TYPE_CHECKING:  # medaudit.audits imports the features audit, which imports this package
+    from medaudit.audits.base import Progress
+
+STEP_FRACTION = 5
+"""With ``eps`` given and no step size: step eps / 5, Ilyas et al.'s 0.1 for 0.5."""
+
+
+@dataclass(frozen=True)
+class NonrobustConfig:
+    """Settings of ``nonrobust_usefulness``; budgets are L2 norms in [0, 1] pixel units."""
+
+    kinds: tuple[str, ...] = KINDS
+    eps: float | None = None
+    """None: Ilyas et al.'s 0.5 scaled to the image size (``default_budget``)."""
+    step_size: float | None = None
+    """None: the default step scaled alike, or eps / 5 when ``eps`` is given."""
+    steps: int = 100
+    epochs: int = 10
+    train_batch_size: int = 128
+    lr: float = 1e-3
+    limit: int | None = None
+    """Training images used (stratified, seeded); None: the whole training split."""
+    control: bool = True
+    """Also run the pipeline at eps 0 (original images, target labels): the sanity control."""
+    seed: int = 0
+    batch_size: int = 256
+    """Images per attack and evaluation batch."""
+
+    def __post_init__(self) -> None:
+        if not self.kinds:
+            raise ConfigError("--datasets must name at least one of rand, det")
+        for kind in self.kinds:
+            if kind not in KINDS:
+                raise ConfigError(f"--datasets: unknown dataset '{kind}', use rand or det")
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ConfigError(f"--datasets names a dataset twice: {', '.join(self.kinds)}")
+        if self.eps is not None and not (math.isfinite(self.eps) and self.eps > 0):
+            raise ConfigError(f"--nonrobust-eps must be positive, got {self.eps}")
+        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise ConfigError(f"--nonrobust-step must be positive, got {self.step_size}")
+        for name, value, least in (
+            ("nonrobust-steps", self.steps, 1),
+            ("epochs", self.epochs, 1),
+            ("train-batch-size", self.train_batch_size, 2),
+            ("batch-size", self.batch_size, 1),
+        ):
+            if value < least:
+                raise ConfigError(f"--{name} must be at least {least}, got {value}")
+        if self.limit is not None and self.limit < 2:
+            raise ConfigError(f"--train-limit must be at least 2, got {self.limit}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+
+    def budget(self, channels: int, height: int, width: int) -> tuple[float, float]:
+        """(eps, step size) for images of this shape, defaults resolved."""
+        eps, step = default_budget(channels, height, width)
+        if self.eps is not None:
+            eps, step = self.eps, self.eps / STEP_FRACTION
+        return eps, self.step_size if self.step_size is not None else step
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["kinds"] = list(self.kinds)
+        return doc
+
+
+@dataclass(frozen=True)
+class NonrobustRow:
+    """One kind's result: the fresh network's clean test scores, and its eps-0 control's."""
+
+    kind: str
+    eps: float
+    step_size: float
+    attack_success: float
+    """Fraction of training images the audited model classifies as their target after the attack."""
+    accuracy: float
+    balanced_accuracy: float
+    control_accuracy: float | None
+    control_balanced_accuracy: float | None
+    seconds: dict[str, float]
+    """construction, training (and control: both at eps 0)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NonrobustResult:
+    config: NonrobustConfig
+    rows: list[NonrobustRow]
+    chance: float
+    """1 / C: the accuracy of a guess that ignores the image."""
+    majority: float
+    """The largest class share of the test split: the accuracy of always guessing that class."""
+    architecture: str
+    n_train: int
+    n_test: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "rows": [row.to_dict() for row in self.rows],
+            "chance": self.chance,
+            "majority": self.majority,
+            "architecture": self.architecture,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+        }
+
+
+def nonrobust_usefulness(
+    model: AuditModel,
+    train: AuditData,
+    test: AuditData,
+    config: NonrobustConfig,
+    progress: Progress | None = None,
+) -> NonrobustResult:
+    """Build each D_kind from ``train`` with ``model``, train a fresh network on it and score it
+    on ``test`` (the clean split as given, never the constructed images); with ``config.control``
+    the same at eps 0."""
+    require_single_label_gradients(model, train, "the nonrobust-feature usefulness probe")
+    if test.num_classes != train.num_classes:
+        raise ConfigError(
+            f"the training split has {train.num_classes} classes but the test split {test.num_classes}: "
+            "use two splits of the same dataset"
+        )
+    if config.limit is not None and config.limit < train.n:
+        note = {"limit": config.limit, "limit_seed": config.seed}
+        train = train.subset(stratified_indices(train.labels, config.limit, config.seed), note)
+    eps, step = config.budget(train.channels, *train.size)
+    factory, architecture = fresh_factory(model, model.spec.channels or train.channels, train.num_classes)
+    batches = config.epochs * training_batches(train.n, config.train_batch_size)
+
+    def score(kind: str, at_eps: float, build_label: str | None, train_label: str) -> tuple[float, ...]:
+        """(attack success, accuracy, balanced accuracy, construction s, training s) at ``at_eps``;
+        a construction without a label (eps 0: no attack) opens no progress stage."""
+        started = time.perf_counter()
+        with stage(progress, build_label, train.n) as advance:
+            built = construct(
+                model, train, kind, at_eps, config.steps, step, config.seed, config.batch_size, advance
+            )
+        built_at = time.perf_counter()
+        with stage(progress, train_label, batches) as advance:
+            fresh = train_fresh(
+                factory,
+                built.images,
+                built.labels,
+                model.spec,
+                train.task,
+                config.epochs,
+                config.train_batch_size,
+                config.lr,
+                config.seed,
+                model.device,
+                advance,
+                class_names=train.class_names,
+                description=architecture,
+            )
+        trained_at = time.perf_counter()
+        acc, balanced = accuracy(fresh, test, config.batch_size)
+        return built.attack_success, acc, balanced, built_at - started, trained_at - built_at
+
+    rows = []
+    for kind in config.kinds:
+        success, acc, balanced, construction, training = score(
+            kind, eps, f"building D_{kind}", f"training on D_{kind}"
+        )
+        seconds = {"construction": round(construction, 2), "training": round(training, 2)}
+        control_acc = control_balanced = None
+        if config.control:
+            _, control_acc, control_balanced, c_build, c_train = score(
+                kind, 0.0, None, f"control D_{kind} (eps 0)"
+            )
+            seconds["control"] = round(c_build + c_train, 2)
+        rows.append(
+            NonrobustRow(
+                kind=kind,
+                eps=eps,
+                step_size=step,
+                attack_success=success,
+                accuracy=acc,
+                balanced_accuracy=balanced,
+                control_accuracy=control_acc,
+                control_balanced_accuracy=control_balanced,
+                seconds=seconds,
+            )
+        )
+    shares = torch.bincount(test.labels, minlength=test.num_classes).float() / test.n
+    return NonrobustResult(
+        config=config,
+        rows=rows,
+        chance=1.0 / train.num_classes,
+        majority=float(shares.max()),
+        architecture=architecture,
+        n_train=train.n,
+        n_test=test.n,
+    )
