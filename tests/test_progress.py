@@ -126,6 +126,24 @@ def test_lines_are_spaced_by_the_interval(loud: None, monkeypatch: pytest.Monkey
     assert counts(out.getvalue()) == ["1", "100"]
 
 
+def test_detail_follows_the_counts_until_replaced(loud: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``harden`` shows its current losses this way, in lines and on a terminal."""
+    monkeypatch.setattr(progress, "INTERVAL_S", 0.0)
+    out = io.StringIO()
+    with progress_bar(Console(file=out), "hardening", 3) as advance:
+        advance(1, "loss [0.5]")
+        advance(1)
+        advance(1, "loss 0.25")
+    lines = out.getvalue().splitlines()
+    assert ", loss [0.5], ~" in lines[0] and ", loss [0.5], ~" in lines[1]
+    assert lines[-1].endswith(", loss 0.25, done")
+    monkeypatch.setattr(progress, "interactive", lambda console: True)
+    out = io.StringIO()
+    with progress_bar(Console(file=out, force_terminal=True, width=150), "hardening", 2) as advance:
+        advance(1, "loss [0.5]")
+    assert "loss [0.5]" in out.getvalue()
+
+
 def test_heartbeat_reports_a_stage_with_no_unit_done() -> None:
     out = io.StringIO()
     lines = LineProgress("slow", 3, out, interval=0.0)

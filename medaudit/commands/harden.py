@@ -154,7 +154,7 @@ def harden_command(
 
         def report(step: int, steps: int, clean: float, adversarial: float) -> None:
             nonlocal done
-            advance(step - done)
+            advance(step - done, f"clean loss {clean:.3f}, adversarial loss {adversarial:.3f}")
             done = step
 
         result = harden(run.model, train, config, progress=report)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from rich.console import Console
 from rich.progress import (
@@ -49,7 +49,14 @@ INTERVAL_S = 10.0
 _prefix: ContextVar[str] = ContextVar("medaudit_progress_prefix", default="")
 
 
-def _ignore(*_: object) -> None:
+class Advance(Protocol):
+    """Counts finished units; ``detail`` (e.g. the current losses) is shown after the counts
+    until the next one replaces it."""
+
+    def __call__(self, n: int, detail: str | None = None) -> None: ...
+
+
+def _ignore(*_: object, **__: object) -> None:
     return None
 
 
@@ -81,6 +88,7 @@ class LineProgress:
         self.stage, self.total, self.stream = stage, total, stream
         self.interval = INTERVAL_S if interval is None else interval
         self.done = 0
+        self.detail: str | None = None
         self.start = time.monotonic()
         self.last: float | None = None  # when the last line was printed
         self._lock = threading.Lock()
@@ -93,6 +101,8 @@ class LineProgress:
             return f"{self.stage}: {duration(elapsed)} elapsed" + (", done" if final else "")
         percent = 100 if self.total <= 0 else min(100, math.floor(100 * self.done / self.total))
         text = f"{self.stage}: {self.done}/{self.total} ({percent}%), {duration(elapsed)} elapsed"
+        if self.detail:
+            text += f", {self.detail}"
         if final:
             return text + ", done"
         if 0 < self.done < self.total:
@@ -104,11 +114,12 @@ class LineProgress:
         self.stream.flush()
         self.last = time.monotonic()
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, detail: str | None = None) -> None:
         """Count ``n`` units; the first one prints a line, later ones when ``interval`` has passed
         (the end line reports the last units)."""
         with self._lock:
             self.done += n
+            self.detail = detail or self.detail
             if self.total is not None and self.done >= self.total:
                 return
             if self.last is None or time.monotonic() - self.last >= self.interval:
@@ -146,7 +157,7 @@ class LineProgress:
             self._thread = None
 
     @contextmanager
-    def running(self) -> Iterator[Callable[[int], None]]:
+    def running(self) -> Iterator[Advance]:
         """The stage's ``advance``; the end line only when the stage ends without an error."""
         self.start_heartbeat()
         try:
@@ -172,7 +183,7 @@ def audit_prefix(name: str, index: int, count: int) -> Iterator[None]:
 
 
 @contextmanager
-def progress_bar(console: Console, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+def progress_bar(console: Console, description: str, total: int | None) -> Iterator[Advance]:
     """Progress of one stage on ``console`` (stderr); yields an ``advance(n)`` callback.
     ``total`` None: a stage without units (a pulsing bar; lines with the elapsed time only)."""
     label = _label(description)
@@ -187,11 +198,18 @@ def progress_bar(console: Console, description: str, total: int | None) -> Itera
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[detail]}", markup=False),
             console=console,
             transient=True,
         ) as progress:
-            task_id = progress.add_task(label, total=total)
-            yield lambda n: progress.advance(task_id, n)
+            task_id = progress.add_task(label, total=total, detail="")
+
+            def advance(n: int, detail: str | None = None) -> None:
+                if detail:
+                    progress.update(task_id, detail=detail)
+                progress.advance(task_id, n)
+
+            yield advance
     else:
         with LineProgress(label, total, console.file).running() as advance:
             yield advance
