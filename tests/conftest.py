@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -162,3 +164,23 @@ def real_env(real_data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The real MedMNIST folder as $MEDAUDIT_DATA_ROOT for commands that read the model card's dataset."""
     monkeypatch.setenv("MEDAUDIT_DATA_ROOT", str(real_data_root))
     return real_data_root
+
+
+CLI_PROBE = """
+import json, sys
+from medaudit.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
+"""
+
+
+def fresh_cli(*args: str, cwd: Path) -> tuple[dict, str]:
+    """Run the CLI in a fresh interpreter: its exit code and whether torch was imported (a
+    dict), and its stderr; start-up tests check what an answer had to import."""
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE, *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr

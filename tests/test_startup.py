@@ -3,34 +3,20 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import fresh_cli
 
 from medaudit.models.card import card_path_for
 from medaudit.sources import input_files
 
 REPO = Path(__file__).resolve().parents[1]
-PROBE = """
-import json, sys
-from medaudit.cli import app
-try:
-    app(sys.argv[1:])
-except SystemExit as exit:
-    code = exit.code
-print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
-"""
 
 
 def run_cli(*args: str, cwd: Path = REPO) -> dict:
     """Run the command in a fresh interpreter; its exit code and whether torch was imported."""
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, check=False
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return fresh_cli(*args, cwd=cwd)[0]
 
 
 @pytest.mark.parametrize(

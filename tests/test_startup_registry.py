@@ -5,11 +5,10 @@ for torch (about 3 s to import on 2 cores)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import fresh_cli
 
 from medaudit.errors import ConfigError
 from medaudit.registries import BUILT_IN
@@ -17,23 +16,6 @@ from medaudit.registry import Registry, describe
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = str(REPO / "sample_models" / "pneumoniamnist_rescnn.pt")
-PROBE = """
-import json, sys
-from medaudit.cli import app
-try:
-    app(sys.argv[1:])
-except SystemExit as exit:
-    code = exit.code
-print(json.dumps({"code": code, "torch": "torch" in sys.modules}))
-"""
-
-
-def run_cli(*args: str, cwd: Path) -> tuple[dict, str]:
-    """Run the command in a fresh interpreter: its exit code, whether torch was imported, and stderr."""
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE, *args], cwd=cwd, capture_output=True, text=True, check=False
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
 
 @pytest.mark.parametrize(
@@ -49,7 +31,7 @@ def run_cli(*args: str, cwd: Path) -> tuple[dict, str]:
     ],
 )
 def test_list_does_not_import_torch(args: list[str], tmp_path: Path) -> None:
-    outcome, _ = run_cli(*args, cwd=tmp_path)
+    outcome, _ = fresh_cli(*args, cwd=tmp_path)
     assert outcome == {"code": 0, "torch": False} or outcome == {"code": None, "torch": False}, args
 
 
@@ -67,7 +49,7 @@ def test_registry_errors_before_the_model_do_not_import_torch(
     args: list[str], needle: str, tmp_path: Path
 ) -> None:
     """A configuration error: exit code 2 (README), one line, no traceback, and no torch."""
-    outcome, stderr = run_cli(*args, cwd=tmp_path)
+    outcome, stderr = fresh_cli(*args, cwd=tmp_path)
     assert outcome == {"code": 2, "torch": False}, (args, stderr)
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], stderr

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -191,13 +191,9 @@ class ModelFeatures:
 @dataclass
 class FeaturesResult:
     models: list[ModelFeatures]
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"models": [m.to_dict() for m in self.models], "notes": self.notes}
-
-    def warnings(self) -> list[str]:
-        return list(self.notes)
+        return {"models": [m.to_dict() for m in self.models]}
 
 
 def _usefulness(model: dict[str, Any], kind: str, key: str = "accuracy") -> Any:

@@ -48,23 +48,19 @@ def tradeoff_rows(model: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def features_tables(results: dict[str, Any], title: str) -> list[Table]:
     models = models_of(results)
+    first = (models[0].get("nonrobust") or {}) if models else {}
     usefulness = Table(
-        title=_t(f"Nonrobust-feature usefulness: {title}", "table.title"), title_justify="left"
+        title=_t(f"Nonrobust-feature usefulness: {title}", "table.title"),
+        title_justify="left",
+        caption=_t(
+            f"clean test accuracy of a fresh {first.get('architecture', 'network')} trained on each set; "
+            f"chance {_fmt(first.get('chance'), 3)}, majority class {_fmt(first.get('majority'), 3)}"
+        ),
+        caption_justify="left",
     )
-    for column in (
-        "model",
-        "dataset",
-        "L2 eps",
-        "reached target",
-        "accuracy",
-        "balanced acc.",
-        "eps-0 control",
-        "chance",
-        "majority",
-    ):
-        usefulness.add_column(column, justify="left" if column in ("model", "dataset") else "right")
+    for column in ("model", "set", "L2 eps", "reached", "accuracy", "bal. acc.", "eps-0 control"):
+        usefulness.add_column(column, justify="left" if column in ("model", "set") else "right")
     for model in models:
-        nonrobust = model.get("nonrobust") or {}
         for row in nonrobust_rows(model):
             usefulness.add_row(
                 _t(str(model.get("label"))),
@@ -74,13 +70,17 @@ def features_tables(results: dict[str, Any], title: str) -> list[Table]:
                 _fmt(row.get("accuracy"), 3),
                 _fmt(row.get("balanced_accuracy"), 3),
                 _fmt(row.get("control_accuracy"), 3),
-                _fmt(nonrobust.get("chance"), 3),
-                _fmt(nonrobust.get("majority"), 3),
             )
-    tradeoff = Table(title=_t(f"Trade-off: {title}", "table.title"), title_justify="left")
+    paths = "; ".join(f"{m.get('label')}: {m.get('path')}" for m in models)
+    tradeoff = Table(
+        title=_t(f"Trade-off: {title}", "table.title"),
+        title_justify="left",
+        caption=_t(paths),
+        caption_justify="left",
+    )
     tradeoff.add_column("metric")
     for model in models:
-        tradeoff.add_column(_t(f"{model.get('label')} ({model.get('path')})"), justify="right")
+        tradeoff.add_column(_t(str(model.get("label"))), justify="right")
     columns = [tradeoff_rows(m) for m in models]
     for index, (label, _) in enumerate(columns[0] if columns else []):
         tradeoff.add_row(label, *(_fmt(col[index][1], 3) if index < len(col) else "-" for col in columns))

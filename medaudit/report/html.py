@@ -664,7 +664,7 @@ def features_section(res: dict[str, Any], data_label: str) -> str:
         ]
         names = [f"{m.get('label')} ({m.get('path')})" for m in models]
         out += _table(["metric", *names], body, caption=f"trade-off on {data_label}")
-    return out + _paragraphs([str(n) for n in res.get("notes") or []])
+    return out
 
 
 def _section(name: str, res: Any, data_label: str) -> str:
