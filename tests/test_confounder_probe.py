@@ -126,6 +126,20 @@ def test_tag_shortcut_is_flagged(tag_model) -> None:
     assert by_position[TAG_CORNER]["worst_flip_rate"] == pytest.approx(verdict["worst_flip_rate"])
 
 
+def test_clean_row_carries_evals_intervals(brightness_model) -> None:
+    """The probe's clean accuracy and AUC have the same seeded bootstrap intervals as ``eval``."""
+    from medaudit.evaluate import EvalConfig, EvalResult
+
+    model, data = brightness_model
+    config = ProbeConfig(artifacts=("tag",), strengths=(1.0,), seed=3)
+    clean = run_probe(model, data, config).to_dict()["clean"]
+    logits = model.predict(data.float_images(0, data.n))
+    evaluated = EvalResult(logits, data.labels, data.task, data.class_names, EvalConfig(seed=3)).to_dict()
+    for metric in ("accuracy", "auc"):
+        assert clean[f"{metric}_ci"] == pytest.approx(evaluated[f"{metric}_ci"])
+        assert clean[f"{metric}_ci"][0] <= clean[metric] <= clean[f"{metric}_ci"][1]
+
+
 def test_model_without_the_tag_is_not_flagged(brightness_model) -> None:
     model, data = brightness_model
     results = run_probe(model, data, TAG_ONLY).to_dict()

@@ -178,6 +178,7 @@ class ModelFeatures:
             "label": self.label,
             "path": self.path,
             "clean_accuracy": self.clean.get("accuracy"),
+            "clean_accuracy_ci": self.clean.get("accuracy_ci"),
             "clean_balanced_accuracy": self.clean.get("balanced_accuracy"),
             "robust_accuracy": self.robust.get("robust_accuracy"),
             "robust_eps": self.robust.get("eps"),
@@ -312,7 +313,7 @@ class FeaturesAudit(Audit):
 
         robust_eps, saliency_eps = options.budgets
         with timed("clean"):
-            clean = EvalAudit().run(run, EvalOptions(bootstrap=0), context)[1].to_dict()
+            clean = EvalAudit().run(run, EvalOptions(), context)[1].to_dict()
         with timed("attack"):
             worst = worst_case(
                 AttackAudit().run(run, AttackOptions(eps=repr(robust_eps)), context)[1].to_dict()

@@ -36,7 +36,15 @@ from medaudit.confounders.artifacts import CORNERS, apply_artifact, artifacts, s
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_checked
-from medaudit.metrics import classification_metrics, predictions, probabilities, roc_auc
+from medaudit.metrics import (
+    BOOTSTRAP_CONFIDENCE,
+    BOOTSTRAP_ROUNDS,
+    bootstrap_intervals,
+    classification_metrics,
+    predictions,
+    probabilities,
+    roc_auc,
+)
 from medaudit.models import AuditModel
 from medaudit.task import Task
 
@@ -303,8 +311,22 @@ class ProbeResult:
             )
         return f"none: {flips}; strongest effect {effect}; {where}"
 
+    def clean_intervals(self) -> dict[str, Any]:
+        """Bootstrap intervals of the clean accuracy and AUC: eval's (threshold 0.5, its resamples
+        and level, ``config.seed``), so they equal ``eval``'s with the same seed."""
+        found = bootstrap_intervals(
+            self.clean_logits,
+            self.labels,
+            self.task,
+            0.5,
+            BOOTSTRAP_ROUNDS,
+            BOOTSTRAP_CONFIDENCE,
+            self.config.seed,
+        )
+        return {"accuracy_ci": found["accuracy_ci"], "auc_ci": found["auc_ci"]}
+
     def to_dict(self) -> dict[str, Any]:
-        clean = self._metrics(self.clean_logits)
+        clean = {**self._metrics(self.clean_logits), **self.clean_intervals()}
         records = self.records()
         ranking = [
             self._entry(

@@ -76,7 +76,8 @@ def confounder_tables(results: dict[str, Any], title: str) -> list[Table]:
         )
     confidence = stats.get("confidence")
     ranking.caption = _t(
-        f"n = {clean.get('n')}; clean accuracy {_fmt(clean.get('accuracy'), 3)}, AUC {_fmt(clean.get('auc'), 3)}; "
+        f"n = {clean.get('n')}; clean accuracy {_fmt(clean.get('accuracy'), 3)} {_interval(clean.get('accuracy_ci'))}, "
+        f"AUC {_fmt(clean.get('auc'), 3)} {_interval(clean.get('auc_ci'))}; "
         "effect: the artifact's push towards a class (probability) or the drop of that class's AUC with "
         "the artifact on the other classes' images, less what a matched control (same place, mean and "
         "energy, random smooth pattern) does the same way; "

@@ -13,6 +13,15 @@ from medaudit.report.tables import _fmt
 DATASET = {"rand": "D_rand", "det": "D_det"}
 
 
+def _interval_text(interval: Any) -> str | None:
+    ok = (
+        isinstance(interval, list)
+        and len(interval) == 2
+        and all(isinstance(v, int | float) for v in interval)
+    )
+    return f"{interval[0]:.3f}–{interval[1]:.3f}" if ok else None
+
+
 def dataset_name(kind: Any) -> str:
     """D_rand / D_det for the JSON's kind (any other value as it is)."""
     return DATASET.get(str(kind), str(kind))
@@ -36,6 +45,7 @@ def tradeoff_rows(model: dict[str, Any]) -> list[tuple[str, Any]]:
     saliency = model.get("saliency") or {}
     rows: list[tuple[str, Any]] = [
         ("clean accuracy", model.get("clean_accuracy")),
+        ("clean accuracy 95% interval", _interval_text(model.get("clean_accuracy_ci"))),
         (f"robust accuracy{at}", model.get("robust_accuracy")),
         ("MedMNIST-C clean balanced error", shift.get("clean_be")),
         ("MedMNIST-C mean balanced error", shift.get("mean_be")),
