@@ -236,7 +236,10 @@ def from_file(
     missing = [d.name for d in fields.values() if d.setting.required and d.name not in values]
     if missing:
         raise ConfigError(f'{source}: the [{section}] section needs {missing[0]} = "..."')
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:  # a check of the dataclass itself speaks in flags
+        raise ConfigError(f"{source}: {in_file_words(str(exc), {section: cls})}") from None
 
 
 def in_file_words(message: str, sections: dict[str, type]) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from medaudit.errors import ConfigError
 from medaudit.options import setting
 
 MODEL_PANEL = "Model"
@@ -31,6 +32,19 @@ class Device(str, Enum):
 
 
 MODEL_HELP = "Model file: TorchScript/state_dict .pt, torch.export .pt2 or .onnx."
+
+
+def check_arch_name(arch: str | None) -> None:
+    """An unknown built-in architecture name fails when the options are read, before torch is
+    imported and whatever the model's format (a misspelt name is never silently ignored);
+    ``package.module:factory`` is checked when it is imported."""
+    if arch is not None and arch.strip() and ":" not in arch:
+        from medaudit.registries import architectures
+
+        try:
+            architectures.check(arch.strip())
+        except ConfigError as exc:
+            raise ConfigError(f"--arch: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,9 @@ class ModelSettings:
     channels: int | None = setting(
         None, "Channels the model takes (1 or 3); grey data is repeated for 3.", panel=MODEL_PANEL
     )
+
+    def __post_init__(self) -> None:
+        check_arch_name(self.arch)
 
 
 @dataclass(frozen=True)

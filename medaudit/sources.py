@@ -128,8 +128,8 @@ def prepare(
     arch_search: Path | None = None,
 ) -> Prepared:
     """Everything an audit does before auditing: load, bind, and cut out ``shard`` ('i/n') on
-    multiples of ``RANDOM_BLOCK`` images (balanced, whatever the batch size). The files it reads are registered with ``mark_read``, so no
-    output can replace them."""
+    multiples of ``RANDOM_BLOCK`` images (balanced, whatever the batch size). The files it reads
+    are registered with ``mark_read``, so no output can replace them."""
     from medaudit.data import load_data
     from medaudit.models import bind_model, load_model
     from medaudit.sharding import Shard

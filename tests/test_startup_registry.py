@@ -43,6 +43,7 @@ def test_list_does_not_import_torch(args: list[str], tmp_path: Path) -> None:
         (["attack", MODEL, "--attack", "pgd,nope"], "unknown attack 'nope'"),
         (["attack", MODEL, "--eps", "nope"], "--eps takes numbers"),
         (["shift", MODEL, "--corruptions", "nope"], "unknown corruption 'nope'"),
+        (["attack", MODEL, "--arch", "rescnm"], "Did you mean rescnn"),  # any format: never ignored
     ],
 )
 def test_registry_errors_before_the_model_do_not_import_torch(
@@ -54,6 +55,13 @@ def test_registry_errors_before_the_model_do_not_import_torch(
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], stderr
     assert "Traceback" not in stderr
+
+
+def test_an_audit_files_unknown_arch_fails_before_torch(tmp_path: Path) -> None:
+    (tmp_path / "audit.toml").write_text(f'[model]\npath = "{MODEL}"\narch = "rescnm"\n[eval]\n')
+    outcome, stderr = fresh_cli("run", "audit.toml", cwd=tmp_path)
+    assert outcome == {"code": 2, "torch": False}, stderr
+    assert "[model] arch" in stderr and "Did you mean rescnn" in stderr
 
 
 @pytest.mark.parametrize("what", sorted(BUILT_IN))
