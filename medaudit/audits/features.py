@@ -209,8 +209,6 @@ def _load_compare(prepared: Prepared, path: Path) -> AuditModel:
     from medaudit.models import bind_model, load_model
     from medaudit.report.atomic import mark_read
 
-    if not path.is_file():
-        raise ConfigError(f"--compare {path} does not exist")
     if prepared.load is None:
         raise ConfigError("--compare needs the first model's load options (medaudit.sources.prepare)")
     mark_read(path)
