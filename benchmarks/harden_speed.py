@@ -211,8 +211,12 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"Date: {result['date']}",
         "",
         *[f"- {fact}" for fact in result["machine"]],
-        f"- load average at the start {result['load_start']:.2f}, at the end {result['load_end']:.2f}: "
-        "other jobs shared the machine during this run, so wall times swing; the ratio uses CPU time",
+        f"- load average at the start {result['load_start']:.2f}, at the end {result['load_end']:.2f}"
+        + (
+            ": other jobs shared the machine during this run, so wall times swing; the ratio uses CPU time"
+            if max(result["load_start"], result["load_end"]) > 2.5
+            else " (this run's own processes: the machine was otherwise idle)"
+        ),
         "",
         f"Sample model `pneumoniamnist_rescnn.pt` (TorchScript, rebuilt as the eager `{result['arch']}` that "
         f"`harden` trains; 0.3 M parameters), {n} training images of 28×28 (stratified subset, seed {SEED}), "
