@@ -311,6 +311,12 @@ def bootstrap_weights(n: int, resamples: int, seed: int) -> list[np.ndarray]:
     return blocks
 
 
+def clean_row_intervals(logits: torch.Tensor, labels: torch.Tensor, task: Task, seed: int) -> dict[str, Any]:
+    """``bootstrap_intervals`` as ``eval`` computes them by default (threshold 0.5, its resamples
+    and level): what every other audit's clean row carries, equal to eval's for the same seed."""
+    return bootstrap_intervals(logits, labels, task, 0.5, BOOTSTRAP_ROUNDS, BOOTSTRAP_CONFIDENCE, seed)
+
+
 def bootstrap_intervals(
     logits: torch.Tensor,
     labels: torch.Tensor,

@@ -37,10 +37,8 @@ from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_checked
 from medaudit.metrics import (
-    BOOTSTRAP_CONFIDENCE,
-    BOOTSTRAP_ROUNDS,
-    bootstrap_intervals,
     classification_metrics,
+    clean_row_intervals,
     predictions,
     probabilities,
     roc_auc,
@@ -314,15 +312,7 @@ class ProbeResult:
     def clean_intervals(self) -> dict[str, Any]:
         """Bootstrap intervals of the clean accuracy and AUC: eval's (threshold 0.5, its resamples
         and level, ``config.seed``), so they equal ``eval``'s with the same seed."""
-        found = bootstrap_intervals(
-            self.clean_logits,
-            self.labels,
-            self.task,
-            0.5,
-            BOOTSTRAP_ROUNDS,
-            BOOTSTRAP_CONFIDENCE,
-            self.config.seed,
-        )
+        found = clean_row_intervals(self.clean_logits, self.labels, self.task, self.config.seed)
         return {"accuracy_ci": found["accuracy_ci"], "auc_ci": found["auc_ci"]}
 
     def to_dict(self) -> dict[str, Any]:

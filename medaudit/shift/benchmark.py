@@ -23,8 +23,8 @@ from medaudit.metrics import (
     BOOTSTRAP_CONFIDENCE,
     BOOTSTRAP_METHOD,
     BOOTSTRAP_ROUNDS,
-    bootstrap_intervals,
     classification_metrics,
+    clean_row_intervals,
 )
 from medaudit.models import AuditModel
 from medaudit.shift.baselines import baseline_for
@@ -112,15 +112,7 @@ class ShiftResult:
         """Bootstrap intervals of the clean row: eval's (``bootstrap_intervals`` at threshold 0.5,
         its default resamples and level, ``config.seed``), so they equal ``eval``'s with the same
         seed; ``balanced_error_ci`` is 1 minus the balanced accuracy interval, reversed."""
-        intervals = bootstrap_intervals(
-            self.clean_logits,
-            self.labels,
-            self.task,
-            0.5,
-            BOOTSTRAP_ROUNDS,
-            BOOTSTRAP_CONFIDENCE,
-            self.config.seed,
-        )
+        intervals = clean_row_intervals(self.clean_logits, self.labels, self.task, self.config.seed)
         balanced = intervals["balanced_accuracy_ci"]
         return {
             "accuracy_ci": intervals["accuracy_ci"],
