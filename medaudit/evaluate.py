@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from medaudit.data import AuditData
 from medaudit.errors import ConfigError, ModelLoadError
 from medaudit.metrics import (
     BINARY_INTERVAL_METRICS,
@@ -22,8 +19,13 @@ from medaudit.metrics import (
     ordinal_metrics,
     probabilities,
 )
-from medaudit.models import AuditModel
 from medaudit.task import Task
+
+if TYPE_CHECKING:  # imported where used: EvalConfig checks the options before torch is loaded
+    import torch
+
+    from medaudit.data import AuditData
+    from medaudit.models import AuditModel
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ def positive_index(value: str | None, task: Task, class_names: tuple[str, ...]) 
 
 def predict_checked(model: AuditModel, x: torch.Tensor, start: int) -> torch.Tensor:
     """Logits (float32, CPU) of one batch on the fastest backend; NaN or inf is a user error."""
+    import torch
+
     logits = model.predict(x.to(model.device)).float().cpu()
     if not torch.isfinite(logits).all():
         raise ModelLoadError(
@@ -159,6 +163,8 @@ def predict_logits(
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Logits for every image, batched, on the model's fastest backend."""
+    import torch
+
     chunks = []
     for start, x, _ in data.batches(batch_size):
         chunks.append(predict_checked(model, x, start))

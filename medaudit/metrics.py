@@ -9,12 +9,14 @@ Multi-label: per-label AUC and per-label accuracy at 0.5, averaged (not exact ma
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from medaudit.task import Task
+
+if TYPE_CHECKING:  # imported where used: eval's option checks run before torch is loaded
+    import torch
 
 CALIBRATION_BINS = 15
 """Guo et al. (2017)'s 15 equal-width confidence bins, the usual choice for ECE."""
@@ -63,6 +65,8 @@ def roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
 
 def probabilities(logits: torch.Tensor, task: Task) -> torch.Tensor:
     """Softmax for single-label tasks, sigmoid per label for multi-label."""
+    import torch
+
     logits = logits.float()
     return torch.sigmoid(logits) if task is Task.MULTI_LABEL else torch.softmax(logits, dim=1)
 
@@ -80,6 +84,8 @@ def predictions(
     if task is Task.MULTI_LABEL:
         return (probs > 0.5).long()
     if task is Task.BINARY and probs.shape[1] == 2:
+        import torch
+
         pos = positive_of(probs, positive)
         return torch.where(probs[:, pos] > threshold, pos, 1 - pos).long()
     return probs.argmax(dim=1)

@@ -42,7 +42,6 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-import torch
 
 from medaudit import __version__
 from medaudit.document import dumps
@@ -133,6 +132,8 @@ def _sha256(value: dict[str, Any]) -> str:
 
 def encode(value: Any) -> Any:
     """A result object as JSON-able data (see ``decode``)."""
+    import torch  # here: parsing --shard must not wait for torch
+
     if isinstance(value, torch.Tensor):
         return {"__tensor__": _array(value.detach().cpu().numpy())}
     if isinstance(value, np.ndarray):
@@ -157,6 +158,8 @@ def encode(value: Any) -> Any:
 
 def decode(data: Any) -> Any:
     """A result object from ``encode``'s data; anything malformed raises ConfigError."""
+    import torch  # here: parsing --shard must not wait for torch
+
     if isinstance(data, list):
         return [decode(v) for v in data]
     if not isinstance(data, dict):
@@ -231,6 +234,8 @@ def _list(value: Any, what: str) -> list[Any]:
 
 def concat(parts: list[Any], where: str = "state") -> Any:
     """Join decoded shard states: arrays along the sample axis, everything else must agree."""
+    import torch
+
     first = parts[0]
     if isinstance(first, torch.Tensor):
         return torch.cat(parts)
@@ -257,6 +262,8 @@ def concat(parts: list[Any], where: str = "state") -> Any:
 def samples(value: Any) -> set[int]:
     """The lengths of the first axis of every array in a decoded state (one, the part's image
     count, for a well-formed part; an array without an axis counts as -1)."""
+    import torch
+
     if isinstance(value, torch.Tensor | np.ndarray):
         return {value.shape[0] if value.ndim else -1}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -269,6 +276,8 @@ def samples(value: Any) -> set[int]:
 
 
 def _holds_arrays(value: Any) -> bool:
+    import torch
+
     if isinstance(value, torch.Tensor | np.ndarray):
         return True
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

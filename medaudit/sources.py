@@ -130,8 +130,6 @@ def prepare(
     """Everything an audit does before auditing: load, bind, and cut out ``shard`` ('i/n') on
     multiples of ``RANDOM_BLOCK`` images (balanced, whatever the batch size). The files it reads
     are registered with ``mark_read``, so no output can replace them."""
-    from medaudit.data import load_data
-    from medaudit.models import bind_model, load_model
     from medaudit.sharding import Shard
 
     part = Shard.parse(shard)
@@ -140,7 +138,10 @@ def prepare(
     for source in inputs:
         mark_read(source)
     options = load_options(model, run.device, arch_source, arch_search)
-    data_spec(None, data)  # the data options alone fail before anything is loaded
+    data_spec(None, data)  # the data options alone fail before anything (or torch) is loaded
+    from medaudit.data import load_data
+    from medaudit.models import bind_model, load_model
+
     audit_model = load_model(path, options)
     spec = data_spec(audit_model, data)
     audit_data = load_data(spec)

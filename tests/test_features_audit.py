@@ -72,7 +72,10 @@ def test_features_command_measures_both_models(workspace: tuple[Path, Path, Path
     assert metrics["features.drand_accuracy"] == first["accuracy"]
     assert metrics["features.drand_gain"] == pytest.approx(first["accuracy"] - first["control_accuracy"])
     assert metrics["features.chance"] == 0.5
+    reference = models[0]["nonrobust"]["reference"]
+    assert metrics["features.clean_reference_accuracy"] == reference["accuracy"]
     assert "Trade-off" in result.output and "D_rand" in result.output
+    assert "clean (original labels)" in result.output
 
 
 def test_quick_fills_only_what_is_not_given() -> None:
@@ -98,6 +101,7 @@ def test_features_section_of_an_audit_file(workspace: tuple[Path, Path, Path], t
     assert result.exit_code == 0, result.output
     page = html.read_text()
     assert "Nonrobust features" in page and "D_det" in page and "trade-off" in page
+    assert "clean (original labels)" in page
     assert page.count("data:image/png") >= 2  # the trade-off bars and the saliency examples
     doc = json.loads((tmp_path / "r.json").read_text())
     assert [row["kind"] for row in doc["results"]["features"]["models"][0]["nonrobust"]["rows"]] == ["det"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -264,9 +265,14 @@ def tiny_factory(model: AuditModel, channels: int, n_classes: int) -> tuple[Call
 
 
 PlantedRun = tuple[
-    NonrobustResult, AuditData, list[tuple[AuditModel, AuditData, tuple[float, float]]], list[tuple[str, int]]
+    NonrobustResult,
+    AuditData,
+    list[tuple[AuditModel, AuditData, tuple[float, float]]],
+    list[tuple[str, int]],
+    list[tuple[torch.Tensor, torch.Tensor]],
 ]
-"""The result, the test split, every (fresh model, data, scores) scored, every progress stage."""
+"""The result, the test split, every (fresh model, data, scores) scored, every progress stage, and
+every (images, labels) a fresh network was trained on."""
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +282,12 @@ def planted_run() -> PlantedRun:
     model = pattern_model(train)
     calls: list[tuple[AuditModel, AuditData, tuple[float, float]]] = []
     stages: list[tuple[str, int]] = []
+    trained_on: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_train_fresh = nonrobust_module.train_fresh
+
+    def train_spy(factory: Any, images: torch.Tensor, labels: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        trained_on.append((images.clone(), labels.clone()))
+        return real_train_fresh(factory, images, labels, *args, **kwargs)
 
     def spy(fresh: AuditModel, data: AuditData, batch_size: int) -> tuple[float, float]:
         scores = accuracy(fresh, data, batch_size)
@@ -291,13 +303,14 @@ def planted_run() -> PlantedRun:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(nonrobust_module, "accuracy", spy)
         patch.setattr(nonrobust_module, "fresh_factory", tiny_factory)
+        patch.setattr(nonrobust_module, "train_fresh", train_spy)
         result = nonrobust_usefulness(model, train, test, config, progress)
-    return result, test, calls, stages
+    return result, test, calls, stages, trained_on
 
 
 def test_fresh_models_are_scored_on_the_untouched_clean_test_split(planted_run: PlantedRun) -> None:
-    result, test, calls, _ = planted_run
-    assert len(calls) == 4  # D_rand, its control, D_det, its control
+    result, test, calls, _, _ = planted_run
+    assert len(calls) == 5  # D_rand, its control, D_det, its control, the clean reference
     assert all(data is test for _, data, _ in calls)
     assert torch.equal(test.images, planted_data(64, seed=1).images)  # not modified either
     for fresh, data, scores in calls:
@@ -308,6 +321,25 @@ def test_fresh_models_are_scored_on_the_untouched_clean_test_split(planted_run: 
     expected = [scores for _, _, scores in calls]
     assert (rows["rand"].accuracy, rows["rand"].control_accuracy) == (expected[0][0], expected[1][0])
     assert (rows["det"].accuracy, rows["det"].control_accuracy) == (expected[2][0], expected[3][0])
+    assert result.reference is not None
+    assert (result.reference.accuracy, result.reference.balanced_accuracy) == expected[4]
+
+
+def test_eps_zero_pipelines_train_on_the_original_images(planted_run: PlantedRun) -> None:
+    """Both eps-0 runs see the training images unchanged: the control with the targets as labels,
+    the clean reference with the original labels."""
+    result, _, _, _, trained_on = planted_run
+    train = planted_data(128, seed=0)
+    original = train.float_images(0, train.n)
+    d_rand, rand_control, d_det, det_control, reference = trained_on
+    for images, _ in (rand_control, det_control, reference):
+        assert torch.equal(images, original)
+    for images, _ in (d_rand, d_det):
+        assert not torch.equal(images, original)
+    assert torch.equal(reference[1], train.labels)
+    assert torch.equal(det_control[1], (train.labels + 1) % 2)
+    assert torch.equal(d_det[1], det_control[1]) and torch.equal(d_rand[1], rand_control[1])
+    assert result.reference is not None and result.reference.accuracy > 0.8  # the recipe learns the task
 
 
 def test_planted_nonrobust_feature_is_useful_and_beats_the_control(planted_run: PlantedRun) -> None:
@@ -315,7 +347,7 @@ def test_planted_nonrobust_feature_is_useful_and_beats_the_control(planted_run: 
     label: only the checkerboard (the audited model's feature) maps them to their label, and it
     points to the true class on clean test images. The eps-0 control learns the shifted labels
     from unchanged images, so it is wrong on clean test images."""
-    result, _, _, _ = planted_run
+    result, _, _, _, _ = planted_run
     rows = {row.kind: row for row in result.rows}
     det = rows["det"]
     assert det.attack_success > 0.9
@@ -325,7 +357,7 @@ def test_planted_nonrobust_feature_is_useful_and_beats_the_control(planted_run: 
 
 
 def test_result_json_and_progress_stages(planted_run: PlantedRun) -> None:
-    result, _, _, stages = planted_run
+    result, _, _, stages, _ = planted_run
     doc = result.to_dict()
     assert doc["chance"] == 0.5 and doc["majority"] == 0.5
     assert doc["architecture"] == "mlp (test)"
@@ -338,7 +370,9 @@ def test_result_json_and_progress_stages(planted_run: PlantedRun) -> None:
     assert [label for label, _ in stages] == [
         "building D_rand", "training on D_rand", "control D_rand (eps 0)",
         "building D_det", "training on D_det", "control D_det (eps 0)",
+        "clean reference (eps 0, original labels)",
     ]  # fmt: skip
+    assert set(doc["reference"]) == {"accuracy", "balanced_accuracy", "seconds"}
     assert stages[0][1] == 128 and stages[1][1] == 10 * 4
 
 
@@ -348,5 +382,5 @@ def test_limit_takes_a_stratified_training_subset() -> None:
         kinds=("det",), eps=0.5, steps=2, epochs=1, train_batch_size=16, limit=20, control=False
     )
     result = nonrobust_usefulness(pattern_model(train), train, test, config)
-    assert result.n_train == 20 and result.rows[0].control_accuracy is None
+    assert result.n_train == 20 and result.rows[0].control_accuracy is None and result.reference is None
     assert np.isfinite(result.rows[0].accuracy)

@@ -86,7 +86,8 @@ class FeaturesOptions:
     lr: float = setting(3e-3, "AdamW learning rate of the fresh network.", panel=PANEL)
     control: bool = setting(
         True,
-        "Also run the pipeline at eps 0 (the images unchanged, relabelled): the sanity control.",
+        "Also run the pipeline at eps 0, the images unchanged: relabelled to the targets (the sanity "
+        "control) and with the original labels (the clean reference).",
         flag="--control/--no-control",
         panel=PANEL,
     )
@@ -237,6 +238,12 @@ class FeaturesAudit(Audit):
             "D_rand accuracy minus its eps-0 control: what the perturbations taught", None, True
         ),
         "ddet_gain": MetricInfo("D_det accuracy minus its eps-0 control", None, True),
+        "clean_reference_accuracy": MetricInfo(
+            "clean test accuracy of the same fresh network trained on the clean training split "
+            "(eps 0, original labels)",
+            None,
+            True,
+        ),
         "chance": MetricInfo("1 / number of classes", None, True),
         "saliency_stability": MetricInfo(
             "mean Spearman correlation of attributions on x and on perturbed x", True, True
@@ -360,6 +367,8 @@ class FeaturesAudit(Audit):
         nonrobust = table(first.get("nonrobust"))
         if "chance" in nonrobust:
             out["features.chance"] = number(nonrobust["chance"])
+        if isinstance(nonrobust.get("reference"), dict):
+            out["features.clean_reference_accuracy"] = number(nonrobust["reference"].get("accuracy"))
         out["features.saliency_stability"] = number(table(first.get("saliency")).get("mean"))
         out["features.clean_accuracy"] = number(first.get("clean_accuracy"))
         out["features.robust_accuracy"] = number(first.get("robust_accuracy"))
@@ -376,7 +385,14 @@ class FeaturesAudit(Audit):
             if accuracy is not None:
                 control = SummaryRow("", _usefulness(first, kind, "control_accuracy"), 3).text
                 rows.append(SummaryRow(f"D_{kind} accuracy (eps-0 control)", f"{accuracy:.3f} ({control})"))
-        rows.append(SummaryRow("chance", table(first.get("nonrobust")).get("chance"), 3))
+        nonrobust = table(first.get("nonrobust"))
+        if isinstance(nonrobust.get("reference"), dict):
+            rows.append(
+                SummaryRow(
+                    "clean reference (eps 0, original labels)", nonrobust["reference"].get("accuracy"), 3
+                )
+            )
+        rows.append(SummaryRow("chance", nonrobust.get("chance"), 3))
         rows.append(
             SummaryRow("saliency stability (mean Spearman)", table(first.get("saliency")).get("mean"), 3)
         )

@@ -3,13 +3,20 @@ images", ISBI 2026): how useful the audited model's adversarial directions are a
 how stable its input attributions are under a tiny perturbation."""
 
 from medaudit.features.construction import KINDS, Constructed, construct, default_budget
-from medaudit.features.nonrobust import NonrobustConfig, NonrobustResult, NonrobustRow, nonrobust_usefulness
+from medaudit.features.nonrobust import (
+    CleanReference,
+    NonrobustConfig,
+    NonrobustResult,
+    NonrobustRow,
+    nonrobust_usefulness,
+)
 from medaudit.features.saliency import METHODS, SaliencyResult, saliency_stability, spearman
 from medaudit.features.train import accuracy, fresh_factory, train_fresh
 
 __all__ = [
     "KINDS",
     "METHODS",
+    "CleanReference",
     "Constructed",
     "NonrobustConfig",
     "NonrobustResult",

@@ -11,6 +11,8 @@ from medaudit.report.escaping import rich_text as _t
 from medaudit.report.tables import _fmt
 
 DATASET = {"rand": "D_rand", "det": "D_det"}
+CLEAN_REFERENCE = "clean (original labels)"
+"""The set name of the clean reference: the same network and recipe on the clean training split."""
 
 
 def _interval_text(interval: Any) -> str | None:
@@ -52,6 +54,9 @@ def tradeoff_rows(model: dict[str, Any]) -> list[tuple[str, Any]]:
         ("MedMNIST-C mean accuracy drop", shift.get("mean_accuracy_drop")),
     ]
     rows += [(f"{dataset_name(r.get('kind'))} accuracy", r.get("accuracy")) for r in nonrobust_rows(model)]
+    reference = (model.get("nonrobust") or {}).get("reference")
+    if isinstance(reference, dict):
+        rows.append(("fresh network on clean training split", reference.get("accuracy")))
     rows.append(("saliency stability (mean Spearman)", saliency.get("mean")))
     return rows
 
@@ -69,7 +74,8 @@ def features_tables(results: dict[str, Any], title: str) -> list[Table]:
         caption_justify="left",
     )
     for column in ("model", "set", "L2 eps", "reached", "accuracy", "bal. acc.", "eps-0 control"):
-        usefulness.add_column(column, justify="left" if column in ("model", "set") else "right")
+        text = column in ("model", "set")
+        usefulness.add_column(column, justify="left" if text else "right", no_wrap=column == "set")
     for model in models:
         for row in nonrobust_rows(model):
             usefulness.add_row(
@@ -80,6 +86,17 @@ def features_tables(results: dict[str, Any], title: str) -> list[Table]:
                 _fmt(row.get("accuracy"), 3),
                 _fmt(row.get("balanced_accuracy"), 3),
                 _fmt(row.get("control_accuracy"), 3),
+            )
+        reference = (model.get("nonrobust") or {}).get("reference")
+        if isinstance(reference, dict):
+            usefulness.add_row(
+                _t(str(model.get("label"))),
+                CLEAN_REFERENCE,
+                _fmt(0.0, 3),
+                "-",
+                _fmt(reference.get("accuracy"), 3),
+                _fmt(reference.get("balanced_accuracy"), 3),
+                "-",
             )
     paths = "; ".join(f"{m.get('label')}: {m.get('path')}" for m in models)
     tradeoff = Table(

@@ -624,7 +624,13 @@ def confounders_section(res: dict[str, Any], title: str) -> str:
 def features_section(res: dict[str, Any], data_label: str) -> str:
     """Nonrobust-feature usefulness per model and dataset, then the trade-off table, one column per
     model (the pictures come from ``FeaturesAudit.figures``)."""
-    from medaudit.report.feature_tables import dataset_name, models_of, nonrobust_rows, tradeoff_rows
+    from medaudit.report.feature_tables import (
+        CLEAN_REFERENCE,
+        dataset_name,
+        models_of,
+        nonrobust_rows,
+        tradeoff_rows,
+    )
 
     models = models_of(res)
     rows = []
@@ -640,6 +646,20 @@ def features_section(res: dict[str, Any], data_label: str) -> str:
                 + _td(row.get("accuracy"), 3)
                 + _td(row.get("balanced_accuracy"), 3)
                 + _td(row.get("control_accuracy"), 3)
+                + _td(nonrobust.get("chance"), 3)
+                + "</tr>"
+            )
+        reference = nonrobust.get("reference")
+        if isinstance(reference, dict):
+            rows.append(
+                "<tr>"
+                + _td(str(model.get("label")))
+                + _td(CLEAN_REFERENCE)
+                + _td(0.0, 3)
+                + _td(None)
+                + _td(reference.get("accuracy"), 3)
+                + _td(reference.get("balanced_accuracy"), 3)
+                + _td(None)
                 + _td(nonrobust.get("chance"), 3)
                 + "</tr>"
             )
