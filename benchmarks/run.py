@@ -57,6 +57,17 @@ def headlines(out_dir: Path) -> list[str]:
                     "same robust accuracy" if len(robust) == 1 else f"robust accuracies {sorted(robust)}"
                 )
                 lines.append(f"| PGD {grey}/255 {steps} steps, {network}, {ours} | {ratios} | {strength} |")
+    plans = attack.get("plans")
+    if plans:
+        runs = plans["runs"]
+        auto = runs["medaudit auto"]
+        for peer in ("torchattacks APGD-CE", "torchattacks AutoAttack components", "medaudit full plan"):
+            if peer in runs:
+                lines.append(
+                    f"| `attack --eps {plans['eps']}` (auto, whole process, {plans['n']} images) vs {peer}, "
+                    f"CPU time | {runs[peer]['cpu_s'] / auto['cpu_s']:.2f}× | robust accuracy "
+                    f"{auto['robust_accuracy']:.4f} vs {runs[peer]['robust_accuracy']:.4f} |"
+                )
     shift = json.loads((out_dir / "RESULTS-shift.json").read_text())
     for size in (28, 224):
         ratios = [
@@ -86,6 +97,20 @@ def headlines(out_dir: Path) -> list[str]:
             f"| {audit}: growth of time with the number of images | exponent {growth['time_exponent']:.2f} "
             f"(1 = linear) | peak RSS {growth['memory_mb']} MB |"
         )
+    if (out_dir / "RESULTS-pt2.json").exists():
+        rows = {r["model"]: r for r in json.loads((out_dir / "RESULTS-pt2.json").read_text())["rows"]}
+        batch1 = next((r for name, r in rows.items() if name.startswith(".pt2, batch 1 (vmap")), None)
+        if batch1 is not None:
+            lines.append(
+                f"| .pt2 exported for batch size 1 vs TorchScript, predict / gradient CPU time | "
+                f"{1 / batch1['predict_vs_torchscript']:.2f}× / {1 / batch1['gradient_vs_torchscript']:.2f}× | "
+                f"max abs logit difference {batch1['predict_max_abs_diff']:.1e} |"
+            )
+    if (out_dir / "RESULTS-commands.json").exists():
+        commands = {r["case"]: r for r in json.loads((out_dir / "RESULTS-commands.json").read_text())["rows"]}
+        for case, row in commands.items():
+            if case.startswith("start-up: --version") or case.startswith("run of the init template"):
+                lines.append(f"| `{case}`, wall time | {row['wall_s']:.2f} s | exit {row['exit']} |")
     if (out_dir / "RESULTS-harden.json").exists():
         harden = json.loads((out_dir / "RESULTS-harden.json").read_text())
         plain, *methods = harden["rows"]
