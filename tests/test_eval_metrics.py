@@ -352,7 +352,12 @@ def test_gate_metrics_read_every_new_number() -> None:
     assert math.isnan(metrics["eval.kappa"]) and math.isnan(metrics["eval.mae"])  # binary: null, fails a gate
     assert audit.metrics["ece"].higher_is_better is False and audit.metrics["mae"].unit_scale is False
     labels = {row.label for row in audit.summary(results)}
-    assert {"sensitivity at threshold 0.5", "ECE", "AUC 95% interval"} <= labels
+    assert {
+        "sensitivity (c1) at threshold 0.5",
+        "specificity (c0) at threshold 0.5",
+        "ECE",
+        "AUC 95% interval",
+    } <= labels
 
 
 def test_old_reports_without_the_new_keys_still_extract_and_render() -> None:

@@ -165,6 +165,11 @@ class Audit:
         what the JSON cannot hold."""
         return {}
 
+    def diagrams(self, results: dict[str, Any], data_label: str) -> dict[str, bytes]:
+        """PNG charts drawn from ``results`` (the JSON) alone, by caption: its HTML section draws
+        them too, so they are not ``figures``; ``--save-figures`` writes both."""
+        return {}
+
     def extract(self, results: dict[str, Any]) -> dict[str, float]:
         """Every gateable number of ``results``, keyed ``<name>.<metric>`` (eps as ``format(eps, 'g')``)."""
         raise NotImplementedError

@@ -180,9 +180,12 @@ class EvalAudit(Audit):
         ]
         if results.get("threshold") is not None:
             at = f" at threshold {number(results.get('threshold')):g}"
+            labels = dict(
+                (key, label) for label, key in headline(results)
+            )  # with the class: "sensitivity (pneumonia)"
             rows += [
-                SummaryRow(f"sensitivity{at}", results.get("sensitivity")),
-                SummaryRow(f"specificity{at}", results.get("specificity")),
+                SummaryRow(labels.get(key, key) + at, results.get(key))
+                for key in ("sensitivity", "specificity")
             ]
         if results.get("kappa") is not None or results.get("mae") is not None:
             rows += [
@@ -195,6 +198,17 @@ class EvalAudit(Audit):
         from medaudit.report.html import eval_section
 
         return eval_section(results, f"Calibration: {data_label}")
+
+    def diagrams(self, results: dict[str, Any], data_label: str) -> dict[str, bytes]:
+        """The reliability diagram (also in the HTML section: ``html.eval_section``)."""
+        from medaudit.report.figures import reliability_diagram_png
+
+        reliability = table(results.get("reliability"))
+        if not reliability.get("edges"):
+            return {}
+        ece = number(results.get("ece"))
+        title = f"Calibration: {data_label}"
+        return {"reliability": reliability_diagram_png(reliability, None if math.isnan(ece) else ece, title)}
 
     def tables(self, results: dict[str, Any], data_label: str) -> list[RenderableType]:
         from medaudit.report.tables import eval_tables

@@ -308,8 +308,17 @@ def robustness_curve_png(records: list[dict[str, Any]], title: str) -> bytes:
 
 def _reliability_figure(reliability: dict[str, Any], ece: float | None, title: str) -> Figure:
     """Accuracy per confidence bin against the diagonal (perfect calibration), from the eval
-    result's ``reliability`` table; below it, how many decisions fall in each bin. Bars under the
-    diagonal are overconfident bins. Empty bins (null) are left blank."""
+    result's ``reliability`` table; below it, how many decisions fall in each bin.
+
+    The bars are the bins' accuracies (``ax.containers[0]``, the only patches of the top axes);
+    the calibration gap of each bin, from its accuracy to its mean confidence, is drawn over them
+    as a hatched red box (one ``PolyCollection``), as in Guo et al. 2017: a box above a bar is an
+    overconfident bin, one inside it an underconfident bin; the boxes' heights, weighted by the
+    counts below, average to the ECE. Empty bins (null) are left blank."""
+    from matplotlib.collections import PolyCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     edges = np.asarray(reliability["edges"], dtype=float)
     if edges.ndim != 1 or len(edges) < 2:
         raise ValueError("reliability: need at least two bin edges")
@@ -321,16 +330,35 @@ def _reliability_figure(reliability: dict[str, Any], ece: float | None, title: s
     left, width = edges[:-1], np.diff(edges)
     fig = _new_figure((5.2, 5.6))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+    top.plot([0, 1], [0, 1], linestyle="--", color="dimgrey", linewidth=1, zorder=4)
     top.bar(left, np.nan_to_num(accuracy), width=width, align="edge", edgecolor="black", linewidth=0.5,
             color="#4c72b0", label="accuracy in bin")  # fmt: skip
-    top.scatter(confidence, accuracy, color="#c44e52", s=14, zorder=3, label="mean confidence in bin")
+    boxes = [
+        [(x, a), (x + w, a), (x + w, c), (x, c)]
+        for x, w, a, c in zip(left, width, accuracy, confidence, strict=True)
+        if math.isfinite(a) and math.isfinite(c)
+    ]
+    gap_fill, gap_edge = (0.77, 0.31, 0.32, 0.3), "#c44e52"
+    top.add_collection(
+        PolyCollection(boxes, facecolor=gap_fill, edgecolor=gap_edge, hatch="//", linewidth=1, zorder=3)
+    )
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
     shown = "" if ece is None or not math.isfinite(ece) else f" (ECE {ece:.4f})"
     top.set_title(mpl_text(title + shown), fontsize=10)
-    top.legend(frameon=False, fontsize=8, loc="upper left")
+    handles = [
+        Patch(facecolor="#4c72b0", edgecolor="black", linewidth=0.5, label="accuracy in bin"),
+        Patch(
+            facecolor=gap_fill,
+            edgecolor=gap_edge,
+            hatch="//",
+            linewidth=1,
+            label="gap: accuracy to mean confidence",
+        ),
+        Line2D([], [], linestyle="--", color="dimgrey", linewidth=1, label="perfect calibration"),
+    ]
+    top.legend(handles=handles, frameon=False, fontsize=8, loc="upper left")
     top.grid(alpha=0.3)
     bottom.bar(left, count, width=width, align="edge", color="#8c8c8c", edgecolor="black", linewidth=0.5)
     bottom.set_ylabel("decisions")
@@ -339,7 +367,8 @@ def _reliability_figure(reliability: dict[str, Any], ece: float | None, title: s
 
 
 def reliability_diagram_png(reliability: dict[str, Any], ece: float | None, title: str) -> bytes:
-    """The reliability diagram of an eval result as PNG bytes, for the HTML report."""
+    """The reliability diagram of an eval result as PNG bytes (``EvalAudit.figures``: the HTML
+    report of ``run`` and ``eval --save-figures``)."""
     return _png_bytes(_reliability_figure(reliability, ece, title), CURVE_DPI)
 
 
