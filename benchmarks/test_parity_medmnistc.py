@@ -43,8 +43,8 @@ from medmnistc_stubs import wand_stubs  # noqa: E402
 from PIL import Image  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
-from medaudit.shift import corrupt  # noqa: E402
 from medaudit.shift.catalogue import PARAMS  # noqa: E402
+from medaudit.shift.corrupt import corrupt  # noqa: E402
 
 with wand_stubs():
     registry = importlib.import_module("medmnistc.corruptions.registry")

@@ -41,7 +41,7 @@ class OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         forward: dict[str, Any] = {
-            "args": args,
+            "args": _globals_first(sys.argv[1:] if args is None else list(args)),
             "prog_name": prog_name,
             "complete_var": complete_var,
             "windows_expand_args": windows_expand_args,
@@ -70,6 +70,18 @@ class OneLineErrors(TyperGroup):
                 )
             sys.exit(exc.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+GLOBAL_FLAGS = ("--quiet", "--debug")
+"""Options of ``medaudit`` itself that a user may also type after the command."""
+
+
+def _globals_first(args: list[str]) -> list[str]:
+    """``medaudit eval MODEL --quiet`` as ``medaudit --quiet eval MODEL``: the global flags moved in
+    front (none after a ``--``), so they work wherever they are typed."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in GLOBAL_FLAGS]
+    return flags + [a for a in args[:end] if a not in GLOBAL_FLAGS] + args[end:]
 
 
 def _version(value: bool) -> None:

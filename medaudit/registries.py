@@ -24,6 +24,7 @@ from medaudit.registry import Registry
 if TYPE_CHECKING:
     from medaudit.attacks.base import Attack
     from medaudit.confounders.artifacts import Artifact
+    from medaudit.harden.methods import Method
     from medaudit.shift.corrupt import Corruption
 
 # -- architectures for state_dict checkpoints (``--arch NAME``): factories(in_channels, num_classes)
@@ -145,10 +146,25 @@ artifacts.declare(
 )
 artifacts.declare("stamp", _ARTIFACTS, "a user-supplied mask (a logo, a hospital stamp) placed at a corner")
 
+# -- hardening methods (``harden --method``): registered by ``@methods.register``
+
+methods: Registry[type[Method]] = Registry("hardening method")
+_METHODS = "medaudit.harden.methods"
+methods.declare("pgd-at", _METHODS, "Madry et al. (ICLR 2018): train on max-loss PGD examples only.")
+methods.declare(
+    "trades",
+    _METHODS,
+    "Zhang et al. (ICML 2019): clean cross-entropy plus beta times the KL to a PGD example.",
+)
+methods.declare(
+    "ima", _METHODS, "Ma & Liang (CMPB 2023): per-sample margins, trained on points of the decision boundary."
+)
+
 BUILT_IN: dict[str, Registry[Any]] = {
     "archs": architectures,
     "attacks": attacks,
     "corruptions": corruptions,
     "artifacts": artifacts,
+    "methods": methods,
 }
 """What ``medaudit list WHAT`` prints, by WHAT."""

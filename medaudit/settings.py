@@ -52,7 +52,8 @@ class ModelSettings:
     path: Path | None = setting(None, MODEL_HELP, argument=True, required=True, metavar="MODEL")
     arch: str | None = setting(
         None,
-        "Architecture for a state_dict: a built-in name (see `medaudit list archs`) or package.module:factory "
+        "Architecture for a state_dict: a built-in name (see `medaudit list archs`) or package.module:factory, "
+        "looked for in the current folder (an audit file's arch: in its folder), then on sys.path "
         "(imported and run: only code you trust; a model card may name built-ins only).",
         panel=MODEL_PANEL,
     )

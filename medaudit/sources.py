@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medaudit.document import document
-from medaudit.errors import ConfigError
+from medaudit.errors import ConfigError, ModelLoadError
 from medaudit.report.atomic import mark_read
 from medaudit.settings import DataSettings, Device, ModelSettings, RunSettings
 from medaudit.task import Task
@@ -35,13 +35,17 @@ def model_path(model: ModelSettings) -> Path:
     """The model file, which every command but ``shift --list`` and ``intrinsic`` of data needs."""
     if model.path is None:
         raise ConfigError("give a model file")
+    if not model.path.exists():  # also in formats.detect_format, for callers of load_model: here before torch
+        raise ModelLoadError(f"model file {model.path} does not exist: check the path")
+    if model.path.is_dir():
+        raise ModelLoadError(f"{model.path} is a folder: give the model file itself")
     return model.path
 
 
 def load_options(
     model: ModelSettings, device: Device, arch_source: str = "--arch", arch_search: Path | None = None
 ) -> LoadOptions:
-    from medaudit.models import InputSpec, LoadOptions
+    from medaudit.models.card import InputSpec
 
     spec = InputSpec(
         channels=model.channels,
@@ -49,6 +53,8 @@ def load_options(
         mean=parse_floats(model.mean, "--mean"),
         std=parse_floats(model.std, "--std"),
     )
+    from medaudit.models.loading import LoadOptions  # torch: after the checks above
+
     return LoadOptions(
         arch=model.arch,
         arch_source=arch_source,
@@ -137,8 +143,8 @@ def prepare(
     inputs = input_files(path, data.data)
     for source in inputs:
         mark_read(source)
-    options = load_options(model, run.device, arch_source, arch_search)
     data_spec(None, data)  # the data options alone fail before anything (or torch) is loaded
+    options = load_options(model, run.device, arch_source, arch_search)
     from medaudit.data import load_data
     from medaudit.models import bind_model, load_model
 

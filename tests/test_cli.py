@@ -14,7 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from medaudit.attacks import attacks
-from medaudit.cli import app
+from medaudit.attacks.plan import WHITE_BOX_AUTO
+from medaudit.cli import _globals_first, app
 from medaudit.commands.info import listing
 from medaudit.models.archs.small_cnn import SmallCNN
 from medaudit.registry import describe as description
@@ -147,6 +148,8 @@ def test_list_attacks_shows_descriptions_not_signatures(runner, monkeypatch) -> 
         assert f"{cls.__name__}(" not in output
         assert description(cls) and not description(cls).startswith(f"{cls.__name__}(")
     assert "steps:" not in output and "'int'" not in output
+    auto = next(line for line in output.splitlines() if "│ auto " in line)  # the default plan is listed too
+    assert all(name in auto for name in WHITE_BOX_AUTO), auto
 
 
 def test_list_refuses_an_unknown_registry(runner) -> None:
@@ -297,3 +300,12 @@ def test_bad_option_values(runner, tiny_model, tiny_npz) -> None:
     assert_user_error(invoke(runner, "eval", tiny_model, "--data", tiny_npz, "--task", "regress"), "task")
     usage = invoke(runner, "eval", tiny_model, "--split", "holdout")
     assert usage.exit_code == 2 and "Traceback" not in usage.output
+
+
+def test_global_flags_work_after_the_command(runner) -> None:
+    """``--quiet``/``--debug`` typed after the command (as users do) act as if typed before it."""
+    assert _globals_first(["eval", "m.pt", "--quiet", "--json", "o.json"]) == [
+        "--quiet", "eval", "m.pt", "--json", "o.json",
+    ]  # fmt: skip
+    assert _globals_first(["run", "a.toml", "--", "--debug"]) == ["run", "a.toml", "--", "--debug"]
+    assert invoke(runner, "list", "archs", "--debug").exit_code == 0

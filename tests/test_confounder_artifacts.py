@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from medaudit.confounders import apply_artifact, artifacts, list_artifacts
+from medaudit.confounders.artifacts import apply_artifact, artifacts, list_artifacts
 from medaudit.errors import ConfigError
 from medaudit.shift.corrupt import OpContext
 

@@ -11,7 +11,8 @@ from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
 from medaudit.confounders import calibration as cal
-from medaudit.confounders.probe import ProbeConfig, run_probe
+from medaudit.confounders.config import ProbeConfig
+from medaudit.confounders.probe import run_probe
 from medaudit.data import AuditData
 from medaudit.models import AuditModel, InputSpec, bind_model
 from medaudit.models.archs.small_cnn import SmallCNN

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from medaudit.confounders.discovery import DiscoveryConfig, regions, run_discovery
+from medaudit.confounders.config import DiscoveryConfig
+from medaudit.confounders.discovery import regions, run_discovery
 from medaudit.confounders.figures import discovery_png
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError

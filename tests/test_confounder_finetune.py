@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from medaudit.cli import app
-from medaudit.confounders.finetune import FinetuneConfig, run_finetune
+from medaudit.confounders.config import FinetuneConfig
+from medaudit.confounders.finetune import run_finetune
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.models import AuditModel

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from medaudit.cli import app
 from medaudit.confounders.artifacts import apply_artifact
-from medaudit.confounders.probe import ProbeConfig, run_probe
+from medaudit.confounders.config import ProbeConfig
+from medaudit.confounders.probe import run_probe
 from medaudit.data import AuditData
 from medaudit.models import AuditModel, InputSpec, bind_model
 from medaudit.models.archs.small_cnn import SmallCNN

@@ -7,8 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from medaudit.confounders.probe import ProbeConfig
+from medaudit.cli import app
+from medaudit.confounders.config import ProbeConfig
 from medaudit.registries import architectures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,3 +33,23 @@ def test_parameter_counts_in_list_archs_are_the_built_networks(name: str) -> Non
     network = architectures.get(name)(1, 2)
     count = sum(p.numel() for p in network.parameters())
     assert abs(count - stated) / count < 0.1, (name, count, description)
+
+
+def test_the_readme_quick_start_rows_are_real_output(
+    real_env: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's `info` and `eval` rows are rows of a real run's tables (its `attack` row takes a
+    minute of attack and is checked by hand; benchmarks/RESULTS-attack.md has the same run)."""
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.chdir(REPO)  # the README's relative path: the info table's widths depend on it
+    model = "sample_models/pneumoniamnist_rescnn.pt"
+    shown: set[str] = set()
+    for args in (["info", model], ["eval", model]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        shown |= {line.rstrip() for line in result.output.splitlines()}
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("$ medaudit info", 1)[1].split("$ medaudit attack", 1)[0]
+    rows = [line.rstrip() for line in block.splitlines() if line.startswith("│")]
+    assert len(rows) == 10, rows
+    assert [row for row in rows if row not in shown] == []

@@ -93,9 +93,10 @@ def test_model_trained_on_unit_pixels_gives_no_warning(
     runner: CliRunner, trained: dict[str, Path], tmp_path: Path
 ) -> None:
     stderr, doc = eval_json(runner, trained["raw"], trained["data"], tmp_path / "out.json")
-    assert "--mean" not in stderr and not any("--mean" in w for w in doc["warnings"])
-    # nothing is known, so the assumption is recorded, quietly
+    assert "with --mean" not in stderr and not any("--mean" in w for w in doc["warnings"])
+    # nothing is known, so the assumption is recorded and said on screen, as a note
     assert ASSUMED_UNIT_INPUT in doc["model"]["notes"]
+    assert "warning" not in stderr and f"note: {ASSUMED_UNIT_INPUT}" in " ".join(stderr.split())
 
 
 # --------------------------------------------------------------------------- stumble 3: torchvision 28 px resnet

@@ -50,8 +50,10 @@ def test_example_file_is_valid(tmp_path: Path) -> None:
 def test_init_writes_once(runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the model path is written relative to the file's folder: here, as it is
     path = tmp_path / "audit.toml"
-    assert runner.invoke(app, ["init", str(path)]).exit_code == 0
+    first = runner.invoke(app, ["init", str(path)])
+    assert first.exit_code == 0
     assert path.read_text() == EXAMPLE
+    assert "set it to your model file" in " ".join(first.stderr.split())  # no sample model here
     path.write_text("mine")
     result = runner.invoke(app, ["init", str(path)])
     assert result.exit_code == 2 and "--force" in result.stderr

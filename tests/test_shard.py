@@ -17,7 +17,8 @@ from medaudit.attacks.checks import AuditedSweep, run_checks
 from medaudit.attacks.margin import MarginConfig, minimal_perturbation
 from medaudit.attacks.sweep import AttackConfig
 from medaudit.cli import app
-from medaudit.confounders.probe import ProbeConfig, run_probe
+from medaudit.confounders.config import ProbeConfig
+from medaudit.confounders.probe import run_probe
 from medaudit.errors import ConfigError
 from medaudit.models import bind_model
 from medaudit.models.wrapper import AuditModel, InputSpec, ModelInfo

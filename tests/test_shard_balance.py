@@ -126,7 +126,8 @@ def test_shift_and_probe_do_not_depend_on_batch_size_or_cut(setup) -> None:
     """Corruption and artifact noise come from per-image generators already: a cut that is not a
     multiple of the batch size changes nothing either (with a model whose per-image outputs do
     not depend on the other images of its batch; see the next test)."""
-    from medaudit.confounders.probe import ProbeConfig, run_probe
+    from medaudit.confounders.config import ProbeConfig
+    from medaudit.confounders.probe import run_probe
     from medaudit.shift.benchmark import ShiftConfig, run_shift
 
     model, data = setup
@@ -150,7 +151,8 @@ def test_cnn_logits_do_not_depend_on_the_batch(make_cnn, audit_data) -> None:
     """Known limit of a cut that is not a multiple of the batch size: the image straddling it sits
     in a batch of another size in the part than in the single run, and a CNN's float logits can
     differ there in the last bit (4.8e-7 here), so the merge is exact only up to that."""
-    from medaudit.confounders.probe import ProbeConfig, run_probe
+    from medaudit.confounders.config import ProbeConfig
+    from medaudit.confounders.probe import run_probe
 
     data = audit_data(n=64, seed=4)
     spec = InputSpec(channels=1, input_size=28, mean=(0.5,), std=(0.5,))

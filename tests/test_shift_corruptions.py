@@ -15,10 +15,9 @@ from PIL import Image, ImageEnhance
 from scipy import ndimage
 
 from medaudit.errors import ConfigError
-from medaudit.shift import corrupt, corruptions
 from medaudit.shift.blur import disk_kernel
 from medaudit.shift.catalogue import PARAMS, SEVERITIES, all_corruptions
-from medaudit.shift.corrupt import grey_from_rgb, param_source, sample_rngs
+from medaudit.shift.corrupt import corrupt, corruptions, grey_from_rgb, param_source, sample_rngs
 
 NON_MONOTONE = {"black_corner"}  # published multipliers 1.10 1.05 1.00 0.90 0.95
 

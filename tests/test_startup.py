@@ -50,3 +50,45 @@ def test_the_card_next_to_a_model_is_protected_without_importing_models(tmp_path
     """``input_files`` names the card as ``medaudit.models.card`` finds it (it may not import it)."""
     model = tmp_path / "net.v2.onnx"
     assert input_files(model, None) == [model, card_path_for(model)]
+
+
+MODEL = str(REPO / "sample_models" / "pneumoniamnist_rescnn.pt")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["eval", MODEL, "--threshold", "2"], "--threshold"),
+        (["eval", MODEL, "--confidence", "1.5"], "--confidence"),
+        (["eval", MODEL, "--mean", "x"], "--mean"),
+        (["eval", MODEL, "--std", "0"], "std"),
+        (["eval", MODEL, "--channels", "2"], "channels"),
+        (["eval", MODEL, "--dataset", "nope"], "unknown MedMNIST dataset"),
+        (["eval", MODEL, "--data", "missing.npz"], "does not exist"),
+        (["eval", "missing.pt"], "does not exist"),
+        (["eval", MODEL, "--shard", "3/2"], "--shard"),
+        (["attack", MODEL, "--eps", "2"], "outside [0, 1]"),
+        (["attack", MODEL, "--step-size", "0"], "--step-size"),
+        (["attack", MODEL, "--steps", "0"], "--steps"),
+        (["shift", MODEL, "--severities", "9"], "--severities"),
+        (["features", MODEL, "--lr", "-1"], "--lr"),
+        (["features", MODEL, "--datasets", "x"], "--datasets"),
+        (["intrinsic", "--dataset", "pneumoniamnist", "--k", "0"], "--k"),
+        (["confounders", "probe", MODEL, "--strengths", "2"], "strengths"),
+        (["confounders", "probe", MODEL, "--positions", "up"], "unknown position"),
+        (["confounders", "finetune", MODEL, "--artifact", "nope"], "unknown artifact"),
+        (["harden", MODEL, "--out", "hardened", "--method", "nope"], "unknown hardening method"),
+        (["harden", MODEL, "--out", "hardened", "--lr", "-1"], "--lr"),
+        (["harden", MODEL, "--out", "hardened", "--audit-eps", "5"], "outside [0, 1]"),
+        (["info", "missing.pt"], "does not exist"),
+    ],
+)
+def test_option_errors_before_the_model_do_not_import_torch(
+    args: list[str], needle: str, tmp_path: Path
+) -> None:
+    """Every error found before a model is loaded: exit code 2, one line, and no torch (so it
+    answers in well under a second)."""
+    outcome, stderr = fresh_cli(*args, cwd=tmp_path)
+    assert outcome == {"code": 2, "torch": False}, (args, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], stderr

@@ -26,6 +26,7 @@ MODEL = str(REPO / "sample_models" / "pneumoniamnist_rescnn.pt")
         ["list", "attacks"],
         ["list", "corruptions"],
         ["list", "artifacts"],
+        ["list", "methods"],
         ["list", "--help"],
         ["confounders", "list"],
     ],

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medaudit.attacks.plan import NORMS
 from medaudit.errors import ConfigError, ModelRuntimeError, first_line
 from medaudit.models import AuditModel
 from medaudit.registries import attacks as attacks  # re-exported: the attack files register with it
 from medaudit.task import Task
 
-NORMS = ("linf", "l2")
 Eps = float | torch.Tensor  # a budget for the whole batch, or one per sample (N,)
 
 

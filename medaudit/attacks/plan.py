@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TYPE_CHECKING, Any
 
 from medaudit.errors import ConfigError
@@ -12,12 +13,20 @@ if TYPE_CHECKING:  # torch: imported where a config is built, not when a request
     from medaudit.attacks.sweep import AttackConfig
     from medaudit.models import AuditModel
 
+NORMS = ("linf", "l2")
+"""The threat models: L-inf and L2 balls in [0, 1] pixel units."""
 WHITE_BOX_AUTO = ("apgd-ce", "apgd-dlr", "square")
 BLACK_BOX_AUTO = ("square",)
 # auto screens the attacks after the first (AttackConfig.probe): each runs first on about this many
 # survivors nearest the boundary (per block of RANDOM_BLOCK images, its share) and on the rest only if it
 # breaks one
 AUTO_PROBE = 64
+AUTO_PLAN = (
+    f"the default: {', '.join(WHITE_BOX_AUTO)} in turn on the images still robust, each after the first "
+    f"tried on about {AUTO_PROBE} nearest the boundary and run in full only if it breaks one; "
+    f"{', '.join(BLACK_BOX_AUTO)} alone for a model without gradients"
+)
+"""What ``--attack auto`` runs, in one line (``medaudit list attacks``)."""
 
 
 def parse_eps(text: str) -> tuple[float, ...]:
@@ -31,6 +40,14 @@ def parse_eps(text: str) -> tuple[float, ...]:
         except (ValueError, ZeroDivisionError):
             raise ConfigError(f"--eps takes numbers or fractions like 0.004 or 1/255, got '{part}'") from None
     return tuple(sorted(values))
+
+
+def check_budgets(values: tuple[float, ...], norm: str) -> None:
+    """Each budget finite and, for L-inf, within [0, 1] pixel units (checked without torch)."""
+    limit = 1.0 if norm == "linf" else math.inf
+    for eps in values:
+        if not (math.isfinite(eps) and 0 <= eps <= limit):
+            raise ConfigError(f"eps {eps} is outside [0, 1] pixel units: use e.g. 0.004 or 1/255")
 
 
 def requested_names(requested: str) -> list[str]:
@@ -120,7 +137,7 @@ def check_request(requested: str, eps: str, norm: str, batch_size: int, seed: in
     """Everything ``build_config`` checks that does not depend on the model, before it is loaded
     ('auto' is checked as the white-box plan, the one that takes every effort flag)."""
     auto = requested_names(requested) == ["auto"]
-    parse_eps(eps)  # these two fail before any attack (or torch) is imported
+    check_budgets(parse_eps(eps), norm)  # these fail before any attack (or torch) is imported
     _config(
         tuple(WHITE_BOX_AUTO) if auto else tuple(requested_names(requested)),
         eps,

@@ -42,6 +42,7 @@ from medaudit.attacks.base import (
     margin,
 )
 from medaudit.attacks.pgd import max_loss_pgd
+from medaudit.attacks.plan import check_budgets
 from medaudit.attacks.square import Square
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
@@ -87,9 +88,7 @@ class AttackConfig:
             raise ConfigError("--eps needs at least one value")
         if not self.attacks:
             raise ConfigError("--attack names no attack: use auto or e.g. pgd,square")
-        for eps in self.eps:
-            if not (np.isfinite(eps) and 0 <= eps <= (1.0 if self.norm == "linf" else np.inf)):
-                raise ConfigError(f"eps {eps} is outside [0, 1] pixel units: use e.g. 0.004 or 1/255")
+        check_budgets(self.eps, self.norm)
         if list(self.eps) != sorted(set(self.eps)):
             raise ConfigError("eps values must be distinct and increasing")
         if self.batch_size < 1:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rich.console import RenderableType
 
 from medaudit.audits.base import EPS, Audit, Context, MetricInfo, SummaryRow, number
+from medaudit.errors import ConfigError
 from medaudit.options import setting
 
 if TYPE_CHECKING:
@@ -43,14 +44,16 @@ class AttackOptions:
         "apgd-dlr, square.",
         panel=PANEL,
     )
-    steps: int | None = setting(None, "Iterations per attack (default: each attack's own).", panel=PANEL)
+    steps: int | None = setting(
+        None, "Iterations per attack (default: each attack's own).", panel=PANEL, min=1
+    )
     step_size: float | None = setting(
         None, "PGD/BIM step in [0,1] units (default eps/4; BIM eps/10).", panel=PANEL
     )
     restarts: int | None = setting(
-        None, "Random restarts; the worst case over all of them counts.", panel=PANEL
+        None, "Random restarts; the worst case over all of them counts.", panel=PANEL, min=1
     )
-    queries: int | None = setting(None, "Square attack: queries per sample.", panel=PANEL)
+    queries: int | None = setting(None, "Square attack: queries per sample.", panel=PANEL, min=1)
 
     @property
     def effort(self) -> dict[str, Any]:
@@ -187,6 +190,8 @@ class AttackAudit(Audit):
     def check(self, options: AttackOptions, context: Context) -> None:
         from medaudit.attacks.plan import check_request
 
+        if options.step_size is not None and not (math.isfinite(options.step_size) and options.step_size > 0):
+            raise ConfigError(f"--step-size must be positive, got {options.step_size}")
         check_request(
             options.attack,
             options.eps,

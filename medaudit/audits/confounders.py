@@ -13,8 +13,9 @@ from medaudit.errors import ConfigError
 from medaudit.options import setting
 
 if TYPE_CHECKING:
-    from medaudit.confounders.discovery import DiscoveryConfig, DiscoveryResult
-    from medaudit.confounders.probe import ProbeConfig, ProbeResult
+    from medaudit.confounders.config import DiscoveryConfig, ProbeConfig
+    from medaudit.confounders.discovery import DiscoveryResult
+    from medaudit.confounders.probe import ProbeResult
     from medaudit.data import AuditData
     from medaudit.sources import Prepared
 
@@ -128,8 +129,7 @@ def positive_index(data: AuditData, value: str | None) -> int | None:
 def probe_config(options: ProbeOptions, context: Context) -> ProbeConfig:
     """The probe's configuration from its settings; the positive class is resolved once the
     data is loaded (``ConfoundersAudit.run``)."""
-    from medaudit.confounders.artifacts import CORNERS
-    from medaudit.confounders.probe import DEFAULT_ARTIFACTS, ProbeConfig
+    from medaudit.confounders.config import CORNERS, DEFAULT_ARTIFACTS, ProbeConfig
     from medaudit.sources import parse_floats
 
     strengths = parse_floats(options.strengths, "--strengths")
@@ -143,7 +143,7 @@ def probe_config(options: ProbeOptions, context: Context) -> ProbeConfig:
 
 def discovery_config(options: DiscoveryOptions, context: Context) -> DiscoveryConfig:
     """The discovery search's configuration from its settings."""
-    from medaudit.confounders.discovery import DiscoveryConfig
+    from medaudit.confounders.config import DiscoveryConfig
 
     return DiscoveryConfig(
         grid=options.grid, patch=options.patch, steps=options.steps, n_fit=options.fit_images,

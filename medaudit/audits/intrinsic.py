@@ -57,8 +57,7 @@ def _pair(part: dict[str, Any]) -> str:
 
 def intrinsic_config(options: IntrinsicOptions, context: Context) -> IntrinsicConfig:
     """The estimators' configuration from the settings."""
-    from medaudit.intrinsic import DimensionConfig, IntrinsicConfig
-    from medaudit.intrinsic.smoothness import LipschitzConfig
+    from medaudit.intrinsic.config import DimensionConfig, IntrinsicConfig, LipschitzConfig
 
     batch_size, seed = context.batch_size, context.seed
     return IntrinsicConfig(

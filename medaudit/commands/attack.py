@@ -102,7 +102,7 @@ def attack_command(
         tables.show(console, audit.tables(state.to_dict(), run.data.describe()))
         warnings = run.warnings + state.warnings()
         _save(console, state, run, save_adv, save_grid)
-    print_warnings(console, warnings)
+    print_warnings(console, warnings, run.model.info.notes)
     doc = run.document(
         command,
         {**run.config, **config, "batch_size": batch_size},

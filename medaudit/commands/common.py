@@ -33,7 +33,7 @@ ShardOpt = Annotated[
     str | None,
     typer.Option(
         "--shard",
-        help="Audit only shard i of n (i/n, i from 0): contiguous batches of the data. `medaudit merge` joins the parts' JSON into the single-process report.",
+        help="Audit only shard i of n (i/n, i from 0): contiguous parts cut at multiples of 32 images, balanced to within 32. `medaudit merge` joins the parts' JSON into the single-process report.",
         rich_help_panel=RUN_PANEL,
     ),
 ]
@@ -188,7 +188,13 @@ def prepare(
     return sources.prepare(model, data, run, shard=shard)
 
 
-def print_warnings(console: Console, warnings_: list[str]) -> None:
+def print_warnings(console: Console, warnings_: list[str], model_notes: list[str] | None = None) -> None:
+    """The run's warnings; first, from the model's notes, what the JSON records as assumed: [0,1]
+    pixels when no normalisation is known (unless a warning already names flags that fit better)."""
+    from medaudit.models.card import ASSUMED_UNIT_INPUT
+
+    if ASSUMED_UNIT_INPUT in (model_notes or []) and not any(ASSUMED_UNIT_INPUT in w for w in warnings_):
+        console.print(f"note: {ASSUMED_UNIT_INPUT}", markup=False, highlight=False)
     for warning in warnings_:
         console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
 

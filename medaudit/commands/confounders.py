@@ -44,7 +44,7 @@ from medaudit.report.atomic import mark_read
 from medaudit.settings import DataSettings, ModelSettings, RunSettings, Split
 
 if TYPE_CHECKING:
-    from medaudit.confounders.probe import ProbeConfig
+    from medaudit.confounders.config import ProbeConfig
     from medaudit.data import AuditData
     from medaudit.sources import Prepared
 
@@ -150,7 +150,7 @@ def probe_command(
     refuse_with_shard(shard, save_grid=save_grid)
     check_output_target(save_grid, input_files(model.path, data.data), "--save-grid")
     run = prepare(model, data, run_settings, json_target=json, shard=shard)
-    print_warnings(console, run.warnings)
+    print_warnings(console, run.warnings, run.model.info.notes)
     config, result = audit.run(run, options, context)
     results = result.to_dict()
     tables.show(console, audit.tables(results, run.data.describe()))
@@ -196,7 +196,7 @@ def subgroups_command(
         )
     mark_read(metadata)
     run = prepare(model, data, run_settings, json_target=json)
-    print_warnings(console, run.warnings)
+    print_warnings(console, run.warnings, run.model.info.notes)
     groups = read_metadata(metadata, attribute, run.data.n, options.id_column)
     with progress_bar(console, "predicting", run.data.n) as advance:
         logits = predict_logits(run.model, run.data, run_settings.batch_size, advance)
@@ -230,14 +230,14 @@ def finetune_command(
     json: JsonOpt = None,
 ) -> None:
     """Fine-tune copies of the model with the artifact on a fraction p of positive training images and report the o.o.d. (reversed-correlation) AUC against p. Needs a model with gradients."""
-    from medaudit.confounders.artifacts import artifacts
-    from medaudit.confounders.finetune import DEFAULT_FRACTIONS, FinetuneConfig
+    from medaudit.confounders.config import DEFAULT_FRACTIONS, FinetuneConfig
+    from medaudit.registries import artifacts
     from medaudit.sources import parse_floats
 
     console, timer = stderr_console(), Timer()
     if data.split is Split.train:
         raise ConfigError("finetune trains on the train split: audit --split test or val")
-    artifacts.get(options.artifact)
+    artifacts.check(options.artifact)
     fractions = parse_floats(options.fractions, "--fractions") or DEFAULT_FRACTIONS
     config = FinetuneConfig(
         artifact=options.artifact, strength=options.strength, fractions=tuple(sorted(fractions)),
@@ -245,7 +245,7 @@ def finetune_command(
         limit=options.train_limit, seed=data.seed,
     )  # fmt: skip
     run = prepare(model, data, run_settings, json_target=json)
-    print_warnings(console, run.warnings)
+    print_warnings(console, run.warnings, run.model.info.notes)
     config = replace(config, positive_class=positive_index(run.data, options.positive_class))
     results = _finetune(run, config, data)
     doc = run.document(
@@ -283,7 +283,7 @@ def discover_command(
     context = progress_context(console, run_settings.batch_size, data.seed, data.data)
     check_output_target(save_picture, input_files(model.path, data.data), "--save-picture")
     run = prepare(model, data, run_settings, json_target=json)
-    print_warnings(console, run.warnings)
+    print_warnings(console, run.warnings, run.model.info.notes)
     config, result = run_discover(run, options, context)
     results = result.to_dict()
     tables.show(console, ConfoundersAudit().tables(results, run.data.describe()))

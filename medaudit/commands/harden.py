@@ -102,11 +102,10 @@ def harden_command(
 ) -> None:
     """Adversarially fine-tune a copy of the model on its training split (never the model itself),
     write it with a card, then audit both models the same way: clean metrics and the attack sweep."""
-    from medaudit.attacks.plan import parse_eps
+    from medaudit.attacks.plan import check_budgets, parse_eps
     from medaudit.data import load_data
     from medaudit.gate import load_policy
-    from medaudit.harden import HardenConfig, harden, save_hardened
-    from medaudit.models import bind_model
+    from medaudit.harden.config import HardenConfig
     from medaudit.sources import data_spec, input_files
 
     console, timer = stderr_console(), Timer()
@@ -130,8 +129,6 @@ def harden_command(
         check_output_target(options.checkpoint, inputs, "--checkpoint")
     rules = load_policy(policy) if policy is not None else None
     context = progress_context(console, batch_size, seed, data.data)
-    attack = AttackOptions(eps=options.audit_eps)
-    AttackAudit().check(attack, context)
     settings = {
         "method": options.method, "eps": eps, "norm": options.norm.value, "epochs": options.epochs,
         "batch_size": options.train_batch_size, "lr": options.lr, "steps": options.steps, "beta": options.beta,
@@ -139,9 +136,15 @@ def harden_command(
         "seed": seed, "checkpoint": None if options.checkpoint is None else str(options.checkpoint),
     }  # fmt: skip
     given: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    check_budgets(parse_eps(options.audit_eps), "linf")
     HardenConfig(**given)  # every setting checked before loading
+    attack = AttackOptions(eps=options.audit_eps)
+    AttackAudit().check(attack, context)  # a valid request imports torch: after the checks
+    from medaudit.harden import harden, save_hardened
+    from medaudit.models import bind_model
+
     run = prepare(model, data, run_settings, json_target=json)
-    print_warnings(console, run.warnings)
+    print_warnings(console, run.warnings, run.model.info.notes)
     train = load_data(data_spec(run.model, replace(data, split=Split.train, limit=None)))
     if train.channels != run.data.channels or train.size != run.data.size:
         raise ConfigError("the training split does not match the audited split in channels or size")

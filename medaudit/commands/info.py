@@ -55,16 +55,21 @@ def listing(what: str) -> list[tuple[str, str]]:
     if what not in BUILT_IN:
         raise ConfigError(f"cannot list '{what}': choose from {', '.join(BUILT_IN)}")
     registry = BUILT_IN[what]
-    return [(name, registry.description(name)) for name in registry]
+    rows = [(name, registry.description(name)) for name in registry]
+    if what == "attacks":  # the default --attack is a plan of these, not an attack of its own
+        from medaudit.attacks.plan import AUTO_PLAN
+
+        rows.insert(0, ("auto", AUTO_PLAN))
+    return rows
 
 
 def list_command(
     what: Annotated[
-        str, typer.Argument(help="What to list: archs, attacks, corruptions or artifacts.")
+        str, typer.Argument(help="What to list: archs, attacks, corruptions, artifacts or methods.")
     ] = "archs",
 ) -> None:
     """List the built-in entries: architectures for state_dict checkpoints, attacks, shift
-    corruptions, confounder artifacts."""
+    corruptions, confounder artifacts, hardening methods."""
     rows = listing(what)
     table = Table(title=f"medaudit {what}", title_justify="left")
     table.add_column("name")

@@ -68,10 +68,6 @@ def intrinsic_command(
     json: JsonOpt = None,
 ) -> None:
     """Label sharpness K_F, intrinsic dimension of the data (and of a model's features), model smoothness."""
-    from medaudit.data import load_data
-    from medaudit.intrinsic import run_intrinsic
-    from medaudit.intrinsic.audit import nn_distance_arrays
-
     console, timer = stderr_console(), Timer()
     batch_size, seed = run_settings.batch_size, data.seed
     config = intrinsic_config(options, Context(batch_size, seed))
@@ -84,14 +80,19 @@ def intrinsic_command(
         spec = data_spec(None, data)
         if spec.dataset is None and spec.data is None:
             raise ConfigError("give a model, --dataset NAME or --data PATH")
+        from medaudit.data import load_data
+
         audit_data, audit_model, warnings, run_config = load_data(spec), None, [], {"data": spec.to_dict()}
     else:
         run = prepare(model, data, run_settings, json_target=json)
         audit_data, audit_model, warnings, run_config = run.data, run.model, run.warnings, run.config
+    from medaudit.intrinsic import run_intrinsic
+    from medaudit.intrinsic.audit import nn_distance_arrays
+
     with stage_status(console) as update:
         result = run_intrinsic(audit_data, audit_model, config, update)
     results = result.to_dict()
-    print_warnings(console, warnings)
+    print_warnings(console, warnings, None if audit_model is None else audit_model.info.notes)
     console.print(tables.intrinsic_table(results, f"Intrinsic properties: {audit_data.describe()}"))
     for line in results["notes"]:
         console.print(f"note: {line}", markup=False, highlight=False)

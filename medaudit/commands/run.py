@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from medaudit import sources
-from medaudit.audit_config import ARCH_SOURCE, AuditFile, example_for, read_audit_file
+from medaudit.audit_config import ARCH_SOURCE, SAMPLE_MODEL, AuditFile, example_for, read_audit_file
 from medaudit.audits import audits
 from medaudit.audits.base import Context, report_sections
 from medaudit.commands.common import (
@@ -109,7 +109,7 @@ def run_command(
         typer.Option(
             "--ray",
             help="Ray cluster for --parts: 'local' starts one on this machine, 'auto' joins the running one, "
-            "or ray://HOST:PORT. Needs the ray extra (pip install 'medaudit[ray]').",
+            "or ray://HOST:PORT. Needs the ray extra (pip install 'medaudit\\[ray]').",
             rich_help_panel=RUN_PANEL,
         ),
     ] = None,
@@ -171,7 +171,7 @@ def _audit(
     with _file_words(audit):
         _check_options(audit, context, shard)
         run = _prepare(audit, shard)
-        print_warnings(console, run.warnings)
+        print_warnings(console, run.warnings, run.model.info.notes)
         states: dict[str, Any] = {}
         configs: dict[str, Any] = {}
         for index, (name, options) in enumerate(audit.audits.items(), 1):
@@ -253,4 +253,12 @@ def init_command(
         raise ConfigError(f"{path} exists: choose another name or pass --force to replace it")
     check_output_target(str(path), [], "init")
     write_atomic(path, example_for(path))  # its model path works from the file's folder
-    stderr_console().print(f"example audit file written to {path}; edit it, then: medaudit run {path}")
+    console = stderr_console()
+    console.print(f"example audit file written to {path}; edit it, then: medaudit run {path}", markup=False)
+    if not Path(SAMPLE_MODEL).is_file():  # outside a medaudit checkout: the example's model is not here
+        console.print(
+            f"note: its [model] path names the sample model {SAMPLE_MODEL}, which is not under the current folder: "
+            "set it to your model file",
+            markup=False,
+            highlight=False,
+        )

@@ -80,7 +80,7 @@ def shift_command(
     refuse_with_shard(shard, save_grid=save_grid, save_heatmap=save_heatmap)
     run = prepare(model, data, run_settings, json_target=json, shard=shard)
     shift_config(run.data, options, context)  # a missing --modality fails before the work
-    print_warnings(console, run.warnings)
+    print_warnings(console, run.warnings, run.model.info.notes)
     config, result = audit.run(run, options, context)
     results = result.to_dict()
     tables.show(console, audit.tables(results, run.data.describe()))

@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from medaudit.confounders.config import CORNERS
 from medaudit.errors import ConfigError
 from medaudit.registries import artifacts
 from medaudit.shift.catalogue import REFERENCE_SIZE
 from medaudit.shift.corrupt import CHUNK_VALUES, Images, OpContext, on_uint8_batch, sample_rngs
 from medaudit.shift.marks import SUPERSAMPLE_EM, area_downsample, default_font
 
-CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
 EDGES: tuple[str, ...] = ("bottom", "top", "left", "right")
 MARGIN = 0.05
 """Gap between a mark and the image edge, as a fraction of the width (the paper's tag sits at 0.2)."""

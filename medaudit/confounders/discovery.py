@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medaudit.confounders.config import DiscoveryConfig
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_checked
@@ -37,49 +38,6 @@ NAMES_3X3 = (
     ("left", "centre", "right"),
     ("bottom-left", "bottom", "bottom-right"),
 )
-
-
-@dataclass(frozen=True)
-class DiscoveryConfig:
-    grid: int = 3
-    """Regions per side."""
-    patch: float = 0.2
-    """Patch side as a fraction of the image width."""
-    steps: int = 20
-    """Optimiser steps (white-box) or random-search candidates (black-box) per region and class."""
-    n_fit: int = 64
-    """Images the patch is fitted on; the flip rate is measured on up to ``n_eval`` others."""
-    n_eval: int = 256
-    min_flip_rate: float = 0.5
-    margin: float = 0.3
-    seed: int = 0
-    batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        if isinstance(self.grid, bool) or not isinstance(self.grid, int) or not 1 <= self.grid <= 8:
-            raise ConfigError(f"grid must be a whole number in 1..8, got {self.grid!r}")
-        if not 0 < self.patch <= 0.5:
-            raise ConfigError(f"patch must be a fraction of the width in (0, 0.5], got {self.patch}")
-        for name in ("steps", "n_fit", "n_eval", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
-        if not 0 < self.min_flip_rate <= 1:
-            raise ConfigError(f"min_flip_rate must lie in (0, 1], got {self.min_flip_rate}")
-        if not 0 <= self.margin < 1:
-            raise ConfigError(f"margin must lie in [0, 1), got {self.margin}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "grid": self.grid,
-            "patch": self.patch,
-            "steps": self.steps,
-            "n_fit": self.n_fit,
-            "n_eval": self.n_eval,
-            "min_flip_rate": self.min_flip_rate,
-            "margin": self.margin,
-            "seed": self.seed,
-        }
 
 
 def region_name(row: int, col: int, grid: int) -> str:

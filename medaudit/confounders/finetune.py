@@ -20,16 +20,17 @@ under a forked RNG seeded from ``config.seed`` (so results reproduce and the glo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from medaudit.confounders.artifacts import apply_artifact, artifacts
+from medaudit.confounders.artifacts import apply_artifact
 from medaudit.confounders.calibration import bootstrap_weights, weighted_auc
+from medaudit.confounders.config import FinetuneConfig
 from medaudit.confounders.probe import resolve_positive
 from medaudit.data import AuditData, stratified_indices
 from medaudit.errors import ConfigError, ModelLoadError
@@ -37,81 +38,11 @@ from medaudit.metrics import predictions, probabilities, roc_auc
 from medaudit.models import AuditModel
 from medaudit.models.trainable import copy_trainable, set_mode, trainable_network
 
-DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 SUSCEPTIBLE = 0.1
 """Lower end of the o.o.d. AUC drop's interval (lowest to highest p) from which the model is said to
 pick up the shortcut within the budget."""
 MILD = 0.02
 """... and from which it is said to pick it up mildly."""
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    artifact: str = "tag"
-    strength: float = 1.0
-    fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    epochs: int = 3
-    lr: float = 1e-3  # 1e-4 barely moves a trained model in a few epochs (sample model: no change)
-    batch_size: int = 64
-    limit: int | None = 2000
-    """Training images used (stratified, seeded); None: the whole training split."""
-    seed: int = 0
-    positive_class: int | None = None
-    """Class whose training images get the artifact (default: the last class)."""
-    options: Mapping[str, Any] = field(default_factory=dict)
-    """Extra keyword options of the artifact (e.g. ``{"corner": "top-right"}``)."""
-    bootstrap: int = 1000
-    """Resamples of the test images for the intervals of the o.o.d. AUC and its drop."""
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 10:
-            raise ConfigError(f"bootstrap must be a whole number of at least 10, got {self.bootstrap!r}")
-        if not 0.5 <= self.confidence < 1:
-            raise ConfigError(f"confidence must lie in [0.5, 1), got {self.confidence}")
-        if self.artifact not in artifacts:
-            raise ConfigError(f"unknown artifact '{self.artifact}': see `medaudit confounders --list`")
-        if not 0 < self.strength <= 1:
-            raise ConfigError(f"strength must lie in (0, 1], got {self.strength}")
-        if not self.fractions:
-            raise ConfigError("no fractions to fine-tune with")
-        bad = [p for p in self.fractions if not 0 <= p <= 1]
-        if bad:
-            raise ConfigError(f"fractions must lie in [0, 1], got {bad}")
-        if len(set(self.fractions)) != len(self.fractions):
-            raise ConfigError(f"fractions listed twice: {list(self.fractions)}")
-        if self.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
-        if self.limit is not None and self.limit < 2:
-            raise ConfigError(f"--train-limit must be at least 2, got {self.limit}")
-
-    def n_train(self, available: int) -> int:
-        """Training images actually used out of ``available``."""
-        return available if self.limit is None else min(self.limit, available)
-
-    def total_work(self, n_train: int, n_test: int) -> int:
-        """Progress units of a run: images trained on and images predicted."""
-        return len(self.fractions) * (self.epochs * n_train + 2 * n_test)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "artifact": self.artifact,
-            "strength": self.strength,
-            "fractions": list(self.fractions),
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "train_limit": self.limit,
-            "seed": self.seed,
-            "positive_class": self.positive_class,
-            "options": dict(self.options),
-            "bootstrap": self.bootstrap,
-            "confidence": self.confidence,
-        }
 
 
 @dataclass

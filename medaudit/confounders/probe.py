@@ -24,15 +24,19 @@ Multi-label tasks raise ConfigError: "negative class" needs one label per image.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from medaudit.confounders import calibration as cal
-from medaudit.confounders.artifacts import CORNERS, apply_artifact, artifacts, strength_level
+from medaudit.confounders.artifacts import apply_artifact, strength_level
+from medaudit.confounders.config import (
+    Cell,
+    ProbeConfig,
+)
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.evaluate import predict_checked
@@ -46,106 +50,12 @@ from medaudit.metrics import (
 from medaudit.models import AuditModel
 from medaudit.task import Task
 
-DEFAULT_ARTIFACTS: tuple[str, ...] = ("tag", "patch", "border", "ruler", "lowpass", "dose_noise")
-DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 1.0)
-POSITION_OPTION = "corner"
-"""Artifacts with this keyword option are probed at every position."""
 LARGE = 0.1
 """Flip rate or reversed AUC drop from which a response without a shortcut is called 'fragile'."""
 PUSH_MIN = 0.01
 """Smallest mean probability change reported as a push towards a class."""
 VERDICTS: tuple[str, ...] = ("shortcut", "fragile", "none")
 """Verdicts in order of concern."""
-
-Cell = tuple[str, float, str | None]
-"""(artifact, strength, position or None)."""
-
-
-def is_positional(name: str) -> bool:
-    """Whether the artifact is placed at a corner (so its position is probed)."""
-    return POSITION_OPTION in artifacts.get(name).options
-
-
-@dataclass(frozen=True)
-class ProbeConfig:
-    artifacts: tuple[str, ...] = DEFAULT_ARTIFACTS
-    strengths: tuple[float, ...] = DEFAULT_STRENGTHS
-    positions: tuple[str, ...] = CORNERS
-    """Positions (the ``corner`` option) for tag, patch and stamp; ignored by the others."""
-    seed: int = 0
-    batch_size: int = 256
-    positive_class: int | None = None
-    """Class whose negatives get the artifact in the reversed test (default: the last class)."""
-    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """Extra keyword options per artifact (e.g. ``{"stamp": {"image": path}}``)."""
-    bootstrap: int = 1000
-    """Bootstrap resamples of the images for the intervals of the calibrated effects."""
-    confidence: float = 0.95
-    min_effect: float = 0.1
-    """Smallest effect beyond the control (probability or AUC) that makes a shortcut: smaller ones,
-    even when certain, are too small to act on."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 10:
-            raise ConfigError(f"bootstrap must be a whole number of at least 10, got {self.bootstrap!r}")
-        if not 0.5 <= self.confidence < 1:
-            raise ConfigError(f"confidence must lie in [0.5, 1), got {self.confidence}")
-        if not 0 <= self.min_effect < 1:
-            raise ConfigError(f"min_effect must lie in [0, 1), got {self.min_effect}")
-        if not self.artifacts:
-            raise ConfigError("no artifacts to probe")
-        if len(set(self.artifacts)) != len(self.artifacts):
-            raise ConfigError(f"artifacts listed twice: {list(self.artifacts)}")
-        if not self.strengths:
-            raise ConfigError("no strengths to probe")
-        bad = [s for s in self.strengths if not 0 < s <= 1]
-        if bad:
-            raise ConfigError(f"strengths must lie in (0, 1], got {bad}")
-        positions = tuple("centre" if p == "center" else p for p in self.positions)
-        unknown = [p for p in positions if p not in CORNERS]
-        if unknown or not positions:
-            raise ConfigError(f"unknown position {unknown or '(none)'}: choose from {', '.join(CORNERS)}")
-        object.__setattr__(self, "positions", tuple(dict.fromkeys(positions)))
-        object.__setattr__(self, "strengths", tuple(sorted(set(self.strengths))))
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        probe = torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
-        for name in self.artifacts:
-            artifacts.get(name)  # unknown name -> ConfigError with suggestions
-            for position in self.positions_of(name):
-                apply_artifact(probe, name, 0.0, **self.options_of(name, position))  # checks options
-
-    def positions_of(self, name: str) -> tuple[str | None, ...]:
-        return self.positions if is_positional(name) else (None,)
-
-    def options_of(self, name: str, position: str | None) -> dict[str, Any]:
-        extra = dict(self.options.get(name, {}))
-        if position is not None:
-            extra[POSITION_OPTION] = position
-        return extra
-
-    @property
-    def cells(self) -> list[Cell]:
-        return [
-            (name, s, position)
-            for name in self.artifacts
-            for s in self.strengths
-            for position in self.positions_of(name)
-        ]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "artifacts": list(self.artifacts),
-            "strengths": list(self.strengths),
-            "positions": list(self.positions),
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "positive_class": self.positive_class,
-            "options": {k: {o: str(v) for o, v in opts.items()} for k, opts in self.options.items()},
-            "bootstrap": self.bootstrap,
-            "confidence": self.confidence,
-            "min_effect": self.min_effect,
-        }
 
 
 def _nanmax(values: list[float]) -> float:

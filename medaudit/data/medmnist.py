@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import urllib.error
 import urllib.request
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medaudit.data.dataset import AuditData, labels_to_tensor, to_nchw
 from medaudit.errors import DataError
 from medaudit.task import Task
+
+if TYPE_CHECKING:  # the catalogue (dataset_meta) is read before torch is imported
+    from medaudit.data.dataset import AuditData
 
 SIZES = (28, 64, 128, 224)
 SPLITS = ("train", "val", "test")
@@ -21,10 +24,20 @@ ENV_ROOT = "MEDAUDIT_DATA_ROOT"
 
 @cache
 def info() -> dict[str, dict[str, Any]]:
-    """medmnist's INFO for the 2D datasets (the 3D ones are out of scope)."""
-    from medmnist.info import INFO
+    """medmnist's INFO for the 2D datasets (the 3D ones are out of scope).
 
-    return {flag: meta for flag, meta in INFO.items() if not flag.endswith("3d")}
+    Read from medmnist's ``info.py`` alone: importing the ``medmnist`` package imports torch and
+    torchvision (seconds), and a misspelt dataset name must be reported before that."""
+    package = importlib.util.find_spec("medmnist")
+    if package is None or not package.submodule_search_locations:
+        raise DataError("the medmnist package is not installed: pip install medmnist")
+    where = Path(next(iter(package.submodule_search_locations))) / "info.py"
+    spec = importlib.util.spec_from_file_location("medaudit_medmnist_info", where)
+    if spec is None or spec.loader is None:
+        raise DataError(f"cannot read medmnist's dataset list from {where}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {flag: meta for flag, meta in module.INFO.items() if not flag.endswith("3d")}
 
 
 def default_root() -> Path:
@@ -102,6 +115,8 @@ def load_medmnist(
     (medmnist's ``__len__`` asserts the official split sizes, and we want to
     read only the two arrays we need.)
     """
+    from medaudit.data.dataset import AuditData, labels_to_tensor, to_nchw
+
     flag = flag.lower()
     meta = dataset_meta(flag, size)
     if split not in SPLITS:

@@ -1,18 +1,17 @@
-"""Data sources (MedMNIST, npz, image folders) -> one ``AuditData``."""
+"""What data the user asked for (``DataSpec``, checked without torch) and loading it (``load_data``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medaudit.data.dataset import AuditData, stratified_indices
-from medaudit.data.files import load_image_folder, load_npz
-from medaudit.data.medmnist import dataset_meta, load_medmnist
+from medaudit.data.medmnist import dataset_meta
 from medaudit.errors import ConfigError, DataError
 from medaudit.task import Task
 
-__all__ = ["AuditData", "DataSpec", "load_data", "stratified_indices"]
+if TYPE_CHECKING:
+    from medaudit.data.dataset import AuditData
 
 
 @dataclass(frozen=True)
@@ -52,14 +51,18 @@ class DataSpec:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
         if self.dataset:  # a misspelt name or size fails before the model is loaded
             dataset_meta(self.dataset, self.size or 28)
+        if self.data is not None and not self.data.exists():
+            raise DataError(f"data path {self.data} does not exist: check the --data argument")
 
 
 def load_data(spec: DataSpec) -> AuditData:
     """Load what ``spec`` names, then apply the stratified ``--limit``."""
+    from medaudit.data.dataset import stratified_indices
+    from medaudit.data.files import load_image_folder, load_npz
+    from medaudit.data.medmnist import load_medmnist
+
     if spec.data is not None:
         path = spec.data
-        if not path.exists():
-            raise DataError(f"data path {path} does not exist: check the --data argument")
         if path.is_dir():
             data = load_image_folder(path, spec.split, spec.size, spec.task)
         else:

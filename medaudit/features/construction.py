@@ -17,25 +17,10 @@ import torch
 from medaudit.attacks.base import loss_and_grad, project, seeded_generator, steepest_step
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
+from medaudit.features.config import KINDS
 from medaudit.models import AuditModel
 
-KINDS = ("rand", "det")
-"""D_rand: a target drawn uniformly from all C classes (it may be the true one); D_det: (y + 1) mod C."""
 _KIND_KEYS = {kind: index for index, kind in enumerate(KINDS)}
-
-REFERENCE_DIMS = 3 * 32 * 32
-"""CIFAR-10, where Ilyas et al. set the budget below."""
-REFERENCE_EPS = 0.5
-REFERENCE_STEP = 0.1
-
-
-def default_budget(channels: int, height: int, width: int) -> tuple[float, float]:
-    """Ilyas et al.'s CIFAR-10 L2 budget, eps 0.5 and step 0.1 over d = 3 x 32 x 32 = 3072 pixels,
-    scaled to ``d = channels x height x width`` as ``eps = 0.5 * sqrt(d / 3072)`` (and the step
-    alike): the L2 norm of a perturbation of the same per-pixel size grows with sqrt(d).
-    28 x 28 x 1 gives eps 0.2526 and step 0.0505."""
-    scale = math.sqrt(channels * height * width / REFERENCE_DIMS)
-    return REFERENCE_EPS * scale, REFERENCE_STEP * scale
 
 
 def require_single_label_gradients(model: AuditModel, data: AuditData, what: str) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medaudit.attacks.plan import NORMS
 from medaudit.audits import EPS, MetricInfo, audits
 from medaudit.audits.base import table
 from medaudit.document import check_report, sections
@@ -26,8 +27,6 @@ from medaudit.errors import ConfigError, PolicyError
 
 EPS_REL_TOL = 1e-5
 """Two eps values are the same budget when they agree to this relative tolerance (6 digits)."""
-
-NORMS = ("linf", "l2")
 
 
 def known_metrics() -> dict[str, MetricInfo]:

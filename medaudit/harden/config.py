@@ -6,8 +6,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from medaudit.attacks.base import NORMS
+from medaudit.attacks.plan import NORMS
 from medaudit.errors import ConfigError
+from medaudit.registries import methods
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,7 @@ class HardenConfig:
     """Written after every epoch; a run whose settings match resumes from it."""
 
     def __post_init__(self) -> None:
-        from medaudit.harden.methods import methods  # the registry imports this module
-
-        method = methods.get(self.method)  # ConfigError naming the choices
+        methods.check(self.method)  # ConfigError naming the choices, without importing torch
         if self.norm not in NORMS:
             raise ConfigError(f"--norm must be linf or l2, got '{self.norm}'")
         if not (math.isfinite(self.eps) and self.eps > 0) or (self.norm == "linf" and self.eps > 1):
@@ -67,6 +66,7 @@ class HardenConfig:
             raise ConfigError(f"--lr must be zero or positive, got {self.lr}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"--weight-decay must be zero or positive, got {self.weight_decay}")
+        method = methods.get(self.method)  # the method's own settings: imports it (and torch)
         if self.beta is None:
             object.__setattr__(self, "beta", method.default_beta)
         method.check_beta(self.beta)

@@ -22,7 +22,7 @@ from medaudit.errors import ConfigError
 from medaudit.harden.boundary import MarginState, attack_to_boundary
 from medaudit.models import AuditModel
 from medaudit.models.trainable import set_mode
-from medaudit.registry import Registry
+from medaudit.registries import methods as methods  # re-exported: the classes below register with it
 from medaudit.task import Task
 
 if TYPE_CHECKING:
@@ -77,13 +77,11 @@ class Method:
         """Restore ``state()`` from a checkpoint."""
 
 
-methods: Registry[type[Method]] = Registry("hardening method")
-
-
 @methods.register("pgd-at")
 class PGDAT(Method):
-    """Madry et al. (ICLR 2018): train on max-loss PGD examples only (step 2.5 eps / steps,
-    random start, no early stop: ``attacks.pgd.max_loss_pgd``)."""
+    """Madry et al. (ICLR 2018): train on max-loss PGD examples only.
+
+    Step 2.5 eps / steps, random start, no early stop (``attacks.pgd.max_loss_pgd``)."""
 
     name = "pgd-at"
 
@@ -117,8 +115,10 @@ def _kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor, task: Task | None)
 
 @methods.register("trades")
 class TRADES(Method):
-    """Zhang et al. (ICML 2019): CE(f(x), y) + beta * KL(f(x) || f(x')), with x' maximising the KL
-    by PGD (start 0.001 * Gaussian noise, step 2.5 eps / steps)."""
+    """Zhang et al. (ICML 2019): clean cross-entropy plus beta times the KL to a PGD example.
+
+    CE(f(x), y) + beta * KL(f(x) || f(x')), with x' maximising the KL by PGD (start 0.001 *
+    Gaussian noise, step 2.5 eps / steps)."""
 
     name = "trades"
     default_beta = 6.0
@@ -162,9 +162,10 @@ class TRADES(Method):
 
 @methods.register("ima")
 class IMA(Method):
-    """Ma & Liang (CMPB 2023): per-sample margins; each correct sample is attacked inside its
-    margin and a found adversarial example is moved onto the boundary by bisection.
-    Loss (1 - beta) * CE(clean) + beta * CE(boundary points), both summed over the batch's samples
+    """Ma & Liang (CMPB 2023): per-sample margins, trained on points of the decision boundary.
+
+    Each correct sample is attacked inside its margin and a found adversarial example is moved
+    onto the boundary by bisection. Loss (1 - beta) * CE(clean) + beta * CE(boundary points), both summed over the batch's samples
     and divided by the batch size (the adversarial term over correct samples that crossed)."""
 
     name = "ima"

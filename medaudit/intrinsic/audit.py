@@ -18,41 +18,14 @@ import numpy as np
 import torch
 
 from medaudit.data import AuditData
-from medaudit.intrinsic.dimension import NEAR_TWIN_RATIO, DimensionConfig, estimate
+from medaudit.intrinsic.config import IntrinsicConfig
+from medaudit.intrinsic.dimension import NEAR_TWIN_RATIO, estimate
 from medaudit.intrinsic.neighbours import flatten, unique_rows
 from medaudit.intrinsic.sharpness import SharpnessResult, label_sharpness
-from medaudit.intrinsic.smoothness import LipschitzConfig, local_lipschitz
+from medaudit.intrinsic.smoothness import local_lipschitz
 from medaudit.models import AuditModel
 
 NEAR_TWIN_WARNING = 0.05
-
-
-@dataclass(frozen=True)
-class IntrinsicConfig:
-    dimension: DimensionConfig = field(default_factory=DimensionConfig)
-    layer: str | None = None
-    batch_size: int = 256
-    lipschitz: LipschitzConfig | None = field(default_factory=LipschitzConfig)
-    """None skips the model-smoothness estimate."""
-    lipschitz_limit: int = 512
-    """Images the (gradient-based, ~2 x steps passes each) Lipschitz estimate uses."""
-
-    def to_dict(self) -> dict[str, Any]:
-        lip = self.lipschitz
-        return {
-            "k": self.dimension.k,
-            "normalizer": self.dimension.normalizer,
-            "bootstrap": {"rounds": self.dimension.rounds, "fraction": self.dimension.fraction},
-            "layer": self.layer,
-            "lipschitz": None
-            if lip is None
-            else {
-                "eps": lip.eps,
-                "steps": lip.steps,
-                "step_size": lip.step_size,
-                "limit": self.lipschitz_limit,
-            },
-        }
 
 
 @dataclass

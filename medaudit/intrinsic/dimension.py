@@ -20,16 +20,15 @@ list, so a round costs no new distance computation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from medaudit.errors import ConfigError
+from medaudit.intrinsic.config import DimensionConfig, Normalizer
 from medaudit.intrinsic.neighbours import knn, unique_rows
 
-Normalizer = Literal["k-1", "k-2"]
 TWONN_DISCARD = 0.1
 NEAR_TWIN_RATIO = 4.0
 """A point whose second neighbour is this much farther than its first has a near-twin (TwoNN reads
@@ -56,23 +55,6 @@ def twonn(dists: torch.Tensor, discard: float = TWONN_DISCARD) -> float:
     x = torch.log(mu[:keep])
     y = -torch.log(1 - torch.arange(1, keep + 1, dtype=torch.float64) / n)  # F_i = i / N, i from 1
     return float((x * y).sum() / (x * x).sum())
-
-
-@dataclass(frozen=True)
-class DimensionConfig:
-    k: int = 20
-    normalizer: Normalizer = "k-1"
-    rounds: int = 20
-    fraction: float = 0.8
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.k < 3:
-            raise ConfigError(f"--k must be at least 3, got {self.k}")
-        if self.normalizer not in ("k-1", "k-2"):
-            raise ConfigError(f"--normalizer is k-1 or k-2, got '{self.normalizer}'")
-        if not 0 < self.fraction <= 1 or self.rounds < 0:
-            raise ConfigError("bootstrap needs 0 < fraction <= 1 and rounds >= 0")
 
 
 def _subsample_neighbours(

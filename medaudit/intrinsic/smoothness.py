@@ -45,37 +45,13 @@ import torch
 from medaudit.attacks.base import project, steepest_step
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError, ModelLoadError
+from medaudit.intrinsic.config import LipschitzConfig
 from medaudit.models import AuditModel
 from medaudit.task import Task
 
-OUTPUTS = ("logits", "probabilities")
 # random start: N(0, (START_SCALE * eps)^2) per pixel; 0.001 at the reference's eps of 0.01
 START_SCALE = 0.1
 _SEED_TAG = 0x11F  # keeps these generators apart from other (seed, index) streams
-
-
-@dataclass(frozen=True)
-class LipschitzConfig:
-    """Estimator settings; the defaults are the reference's (eps, steps, step size in [0, 1] pixels)."""
-
-    eps: float = 0.01
-    steps: int = 10
-    step_size: float = 0.003
-    batch_size: int = 256
-    seed: int = 0
-    output: str = "logits"
-
-    def __post_init__(self) -> None:
-        if not self.eps > 0:
-            raise ConfigError(f"the Lipschitz radius eps must be positive, got {self.eps}")
-        if self.steps < 1:
-            raise ConfigError(f"the Lipschitz estimate needs at least 1 step, got {self.steps}")
-        if not self.step_size > 0:
-            raise ConfigError(f"the Lipschitz step size must be positive, got {self.step_size}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.output not in OUTPUTS:
-            raise ConfigError(f"unknown Lipschitz output '{self.output}': choose {' or '.join(OUTPUTS)}")
 
 
 @dataclass(frozen=True)

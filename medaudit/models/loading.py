@@ -1,4 +1,5 @@
-"""Model sources (TorchScript, torch.export, state_dict, pickled module, ONNX) -> ``AuditModel``."""
+"""Loading any supported model file (TorchScript, torch.export, state_dict, pickled module, ONNX)
+into an ``AuditModel``."""
 
 from __future__ import annotations
 
@@ -12,20 +13,9 @@ from torch import nn
 from medaudit.data.medmnist import sha256_file
 from medaudit.errors import ConfigError
 from medaudit.models import formats, onnx
-from medaudit.models.bind import bind_model
 from medaudit.models.card import ASSUMED_UNIT_INPUT, InputSpec, ModelCard, read_card
 from medaudit.models.wrapper import AuditModel, ModelInfo
 from medaudit.task import Task
-
-__all__ = [
-    "AuditModel",
-    "InputSpec",
-    "LoadOptions",
-    "bind_model",
-    "choose_arch",
-    "load_model",
-    "resolve_device",
-]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
-"""MedMNIST-C corruptions (batched, seeded per image) and the shift benchmark."""
+"""MedMNIST-C corruptions (batched, seeded per image) and the shift benchmark.
 
-from medaudit.shift import blur, color, digital, marks, noise  # noqa: F401  (registers the corruptions)
-from medaudit.shift.corrupt import corrupt, corruptions
-
-__all__ = ["corrupt", "corruptions"]
+Each corruption's module is imported when the corruption is first used (``medaudit.registries``);
+``corrupt.corrupt`` applies one. Importing this package imports nothing else, so the catalogue
+(severities, parameters) is read without torch."""
