@@ -36,6 +36,8 @@ def command_of(part: str, quick: bool, out_dir: Path) -> list[str]:
     args = [sys.executable, str(script)] + (["--quick"] if quick else [])
     if part == "shift":
         return [*args, "--skip-e2e", "--output", str(out_dir / "RESULTS-shift.md")]
+    if part == "commands" and not quick:
+        args.append("--with-run")  # `medaudit run` of the init template: issue 20's 3-minute target
     return [*args, "--out-dir", str(out_dir)]
 
 
