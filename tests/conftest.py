@@ -155,6 +155,17 @@ def real_data_root() -> Path:
 
 
 @pytest.fixture
+def toy_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A traced tiny CNN (``seeded_cnn``) and 40 synthetic two-class 28 px images beside it (npz)."""
+    model = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.trace(seeded_cnn().eval(), torch.zeros(2, 1, 28, 28)), str(model))
+    data = tmp_path / "data.npz"
+    labels = (np.arange(40) % 2).reshape(-1, 1)
+    np.savez(data, test_images=random_images(40)[:, 0].numpy(), test_labels=labels)
+    return model, data
+
+
+@pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
 

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import torch
-from conftest import random_images, seeded_cnn
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -125,16 +124,6 @@ def test_a_registered_audit_gets_its_audit_file_section(toy: ToyAudit, tmp_path:
     path.write_text('[model]\npath = "m.pt"\n[toy]\nlabel = 3\n')
     with pytest.raises(ConfigError, match=r"\[toy\] label = 3 has the wrong type"):
         read_audit_file(path)
-
-
-@pytest.fixture
-def toy_files(tmp_path: Path) -> tuple[Path, Path]:
-    model = tmp_path / "model.pt"
-    torch.jit.save(torch.jit.trace(seeded_cnn().eval(), torch.zeros(2, 1, 28, 28)), str(model))
-    data = tmp_path / "data.npz"
-    labels = (np.arange(40) % 2).reshape(-1, 1)
-    np.savez(data, test_images=random_images(40)[:, 0].numpy(), test_labels=labels)
-    return model, data
 
 
 def _expected_score(model: Path, data: Path, floor: float) -> float:

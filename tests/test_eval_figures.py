@@ -10,8 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from conftest import assert_one_line_error, fresh_cli, random_images, seeded_cnn
+from conftest import assert_one_line_error, fresh_cli
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -24,29 +23,18 @@ from medaudit.report.html import render_html
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture
-def toy(tmp_path: Path) -> tuple[Path, Path]:
-    """A traced tiny CNN and 40 synthetic two-class images beside it."""
-    model = tmp_path / "model.pt"
-    torch.jit.save(torch.jit.trace(seeded_cnn().eval(), torch.zeros(2, 1, 28, 28)), str(model))
-    data = tmp_path / "data.npz"
-    labels = (np.arange(40) % 2).reshape(-1, 1)
-    np.savez(data, test_images=random_images(40)[:, 0].numpy(), test_labels=labels)
-    return model, data
-
-
-def _eval(runner: CliRunner, toy: tuple[Path, Path], *args: str) -> Any:
-    model, data = toy
+def _eval(runner: CliRunner, toy_files: tuple[Path, Path], *args: str) -> Any:
+    model, data = toy_files
     return runner.invoke(app, ["eval", str(model), "--data", str(data), "--bootstrap", "0", *args])
 
 
 def test_save_figures_writes_the_reliability_diagram(
-    runner: CliRunner, toy: tuple[Path, Path], tmp_path: Path
+    runner: CliRunner, toy_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     out.mkdir()
     report = tmp_path / "eval.json"
-    result = _eval(runner, toy, "--save-figures", str(out), "--json", str(report))
+    result = _eval(runner, toy_files, "--save-figures", str(out), "--json", str(report))
     assert result.exit_code == 0, result.output
     target = out / "eval-reliability.png"
     assert [p.name for p in out.iterdir()] == ["eval-reliability.png"]
@@ -58,9 +46,9 @@ def test_save_figures_writes_the_reliability_diagram(
 
 
 def test_without_the_option_no_figure_is_written(
-    runner: CliRunner, toy: tuple[Path, Path], tmp_path: Path
+    runner: CliRunner, toy_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    result = _eval(runner, toy, "--limit", "8")
+    result = _eval(runner, toy_files, "--limit", "8")
     assert result.exit_code == 0, result.output
     assert "figure written" not in result.output
     assert not list(tmp_path.glob("*.png"))
@@ -71,14 +59,14 @@ def test_without_the_option_no_figure_is_written(
     [("missing", "folder does not exist"), ("file", "is not a folder")],
 )
 def test_a_missing_folder_or_a_file_is_refused_before_the_work(
-    runner: CliRunner, toy: tuple[Path, Path], tmp_path: Path, where: str, needle: str
+    runner: CliRunner, toy_files: tuple[Path, Path], tmp_path: Path, where: str, needle: str
 ) -> None:
     target = tmp_path / "no_such_folder"
     if where == "file":
         target = tmp_path / "a_file"
         target.write_text("keep me")
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = _eval(runner, toy, "--save-figures", str(target), "--json", str(tmp_path / "eval.json"))
+    result = _eval(runner, toy_files, "--save-figures", str(target), "--json", str(tmp_path / "eval.json"))
     assert_one_line_error(result, "--save-figures", str(target), needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, not even the JSON
     if where == "file":
@@ -91,8 +79,10 @@ def test_a_folder_error_comes_before_torch_is_imported(tmp_path: Path) -> None:
     assert "--save-figures no_such_folder: folder does not exist" in " ".join(stderr.split())
 
 
-def test_figures_of_a_shard_are_refused(runner: CliRunner, toy: tuple[Path, Path], tmp_path: Path) -> None:
-    result = _eval(runner, toy, "--save-figures", str(tmp_path), "--shard", "0/2")
+def test_figures_of_a_shard_are_refused(
+    runner: CliRunner, toy_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    result = _eval(runner, toy_files, "--save-figures", str(tmp_path), "--shard", "0/2")
     assert_one_line_error(result, "--save-figures cannot be combined with --shard")
     assert not list(tmp_path.glob("*.png"))
 
@@ -143,10 +133,10 @@ def _gap_boxes(fig: Any) -> list[tuple[float, float, float, float]]:
 
 
 def test_the_drawn_bars_are_the_json_accuracies_and_the_gaps_reach_the_mean_confidence(
-    runner: CliRunner, toy: tuple[Path, Path], tmp_path: Path
+    runner: CliRunner, toy_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     report = tmp_path / "eval.json"
-    assert _eval(runner, toy, "--json", str(report)).exit_code == 0
+    assert _eval(runner, toy_files, "--json", str(report)).exit_code == 0
     results = json.loads(report.read_text())["results"]
     table = results["reliability"]
     fig = figures._reliability_figure(table, results["ece"], "toy")
@@ -187,9 +177,9 @@ def test_an_overconfident_bin_shows_its_gap_above_the_bar() -> None:
 
 
 def test_the_run_page_shows_the_reliability_diagram_once(
-    runner: CliRunner, toy: tuple[Path, Path], tmp_path: Path
+    runner: CliRunner, toy_files: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    model, data = toy
+    model, data = toy_files
     audit = tmp_path / "audit.toml"
     audit.write_text(f'[model]\npath = "{model.name}"\n[data]\ndata = "{data.name}"\n[eval]\nbootstrap = 0\n')
     page = tmp_path / "report.html"
