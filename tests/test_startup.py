@@ -80,6 +80,8 @@ MODEL = str(REPO / "sample_models" / "pneumoniamnist_rescnn.pt")
         (["harden", MODEL, "--out", "hardened", "--method", "nope"], "unknown hardening method"),
         (["harden", MODEL, "--out", "hardened", "--lr", "-1"], "--lr"),
         (["harden", MODEL, "--out", "hardened", "--audit-eps", "5"], "outside [0, 1]"),
+        (["harden", MODEL, "--out", "hardened", "--method", "trades", "--beta", "-1"], "--beta of trades"),
+        (["harden", MODEL, "--out", "hardened", "--margin-step", "0.1"], "IMA settings"),
         (["info", "missing.pt"], "does not exist"),
     ],
 )

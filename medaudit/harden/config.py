@@ -12,6 +12,41 @@ from medaudit.registries import methods
 
 
 @dataclass(frozen=True)
+class MethodRules:
+    """What a hardening method takes besides the shared settings, checked by ``HardenConfig``
+    before torch is imported (each method class in ``harden/methods.py`` names its rules)."""
+
+    default_beta: float | None = None
+    """None: the method takes no --beta."""
+    beta_low: float = 0.0
+    beta_high: float = math.inf
+    beta_low_open: bool = False
+    """True: beta must be above ``beta_low``, not equal to it."""
+    uses_margins: bool = False
+    """IMA's per-sample margins: --margin-step and --margin-max apply."""
+
+    def check_beta(self, method: str, beta: float | None) -> None:
+        if self.default_beta is None:
+            if beta is not None:
+                raise ConfigError(f"--beta is not a setting of {method}")
+            return
+        above = beta is not None and (beta > self.beta_low if self.beta_low_open else beta >= self.beta_low)
+        if not (above and beta is not None and beta <= self.beta_high):
+            wanted = (
+                "be positive" if self.beta_low_open else f"lie in [{self.beta_low:g}, {self.beta_high:g}]"
+            )
+            raise ConfigError(f"--beta of {method} must {wanted}, got {beta}")
+
+
+METHOD_RULES = {
+    "pgd-at": MethodRules(),
+    "trades": MethodRules(default_beta=6.0, beta_low_open=True),
+    "ima": MethodRules(default_beta=0.5, beta_high=1.0, uses_margins=True),
+}
+"""The built-in methods' rules; a method registered elsewhere gives its class's ``rules``."""
+
+
+@dataclass(frozen=True)
 class HardenConfig:
     """Settings of ``harden``; ``None`` fields are resolved per method in ``__post_init__``.
 
@@ -66,11 +101,11 @@ class HardenConfig:
             raise ConfigError(f"--lr must be zero or positive, got {self.lr}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"--weight-decay must be zero or positive, got {self.weight_decay}")
-        method = methods.get(self.method)  # the method's own settings: imports it (and torch)
+        rules = METHOD_RULES.get(self.method) or methods.get(self.method).rules
         if self.beta is None:
-            object.__setattr__(self, "beta", method.default_beta)
-        method.check_beta(self.beta)
-        if method.uses_margins:
+            object.__setattr__(self, "beta", rules.default_beta)
+        rules.check_beta(self.method, self.beta)
+        if rules.uses_margins:
             if self.margin_step is None:
                 object.__setattr__(self, "margin_step", self.eps / 2)
             if self.margin_max is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,15 +18,12 @@ import torch.nn.functional as F
 
 from medaudit.attacks.base import cross_entropy, is_correct, project, steepest_step
 from medaudit.attacks.pgd import max_loss_pgd
-from medaudit.errors import ConfigError
 from medaudit.harden.boundary import MarginState, attack_to_boundary
+from medaudit.harden.config import METHOD_RULES, HardenConfig, MethodRules
 from medaudit.models import AuditModel
 from medaudit.models.trainable import set_mode
 from medaudit.registries import methods as methods  # re-exported: the classes below register with it
 from medaudit.task import Task
-
-if TYPE_CHECKING:
-    from medaudit.harden.config import HardenConfig
 
 Losses = tuple[torch.Tensor, float, float]
 
@@ -45,16 +42,11 @@ class Method:
     """Base class; ``n_train`` sizes per-sample state (IMA's margins)."""
 
     name: ClassVar[str] = ""
-    default_beta: ClassVar[float | None] = None
-    uses_margins: ClassVar[bool] = False
+    rules: ClassVar[MethodRules] = METHOD_RULES["pgd-at"]
+    """Its own settings (beta, margins), checked by ``HardenConfig`` without importing this module."""
 
     def __init__(self, config: HardenConfig, n_train: int) -> None:
         self.config = config
-
-    @classmethod
-    def check_beta(cls, beta: float | None) -> None:
-        if beta is not None and cls.default_beta is None:
-            raise ConfigError(f"--beta is not a setting of {cls.name}")
 
     def batch_loss(
         self,
@@ -121,12 +113,7 @@ class TRADES(Method):
     Gaussian noise, step 2.5 eps / steps)."""
 
     name = "trades"
-    default_beta = 6.0
-
-    @classmethod
-    def check_beta(cls, beta: float | None) -> None:
-        if beta is None or not beta > 0:
-            raise ConfigError(f"--beta of trades must be positive, got {beta}")
+    rules = METHOD_RULES["trades"]
 
     def adversarial(self, model: AuditModel, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         c = self.config
@@ -169,19 +156,13 @@ class IMA(Method):
     and divided by the batch size (the adversarial term over correct samples that crossed)."""
 
     name = "ima"
-    default_beta = 0.5
-    uses_margins = True
+    rules = METHOD_RULES["ima"]
 
     def __init__(self, config: HardenConfig, n_train: int) -> None:
         super().__init__(config, n_train)
         assert config.margin_step is not None and config.margin_max is not None, "resolved by HardenConfig"
         self.margins = MarginState.start(n_train, config.margin_step, config.margin_max)
         self.initial = self.margins.margins.copy()
-
-    @classmethod
-    def check_beta(cls, beta: float | None) -> None:
-        if beta is None or not 0 <= beta <= 1:
-            raise ConfigError(f"--beta of ima must lie in [0, 1], got {beta}")
 
     def batch_loss(
         self,
