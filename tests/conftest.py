@@ -154,6 +154,16 @@ def real_data_root() -> Path:
     return root
 
 
+def as_multi_label(data: AuditData) -> AuditData:
+    """The same images as a three-label multi-label task (all labels 0): for the audits that refuse one."""
+    return AuditData(
+        images=data.images,
+        labels=torch.zeros(data.n, 3, dtype=torch.long),
+        task=Task.MULTI_LABEL,
+        class_names=("a", "b", "c"),
+    )
+
+
 @pytest.fixture
 def toy_files(tmp_path: Path) -> tuple[Path, Path]:
     """A traced tiny CNN (``seeded_cnn``) and 40 synthetic two-class 28 px images beside it (npz)."""

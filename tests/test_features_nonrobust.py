@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import as_multi_label
 from torch import nn
 
 from medaudit.data import AuditData
@@ -166,12 +167,7 @@ def test_eps_zero_control_keeps_the_images_and_runs_no_attack(monkeypatch: pytes
 def test_refuses_multi_label_and_black_box_models() -> None:
     data = noise_data()
     model = linear_model(data)
-    multi = AuditData(
-        images=data.images,
-        labels=torch.zeros(data.n, 3, dtype=torch.long),
-        task=Task.MULTI_LABEL,
-        class_names=("a", "b", "c"),
-    )
+    multi = as_multi_label(data)
     with pytest.raises(ConfigError, match="multi-label"):
         construct(model, multi, "det", 0.1, 1, 0.1, seed=0, batch_size=8)
     onnx = AuditModel(model.network, CENTRED, ModelInfo("m.onnx", "onnx", "sha", None))

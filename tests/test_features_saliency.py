@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import torch
+from conftest import as_multi_label
 from torch import nn
 
 from medaudit.data import AuditData
@@ -135,12 +136,7 @@ def test_error_paths() -> None:
         saliency_stability(model, data, 2.0)
     with pytest.raises(ConfigError, match="--saliency-limit"):
         saliency_stability(model, data, 0.1, limit=0)
-    multi = AuditData(
-        images=data.images,
-        labels=torch.zeros(data.n, 3, dtype=torch.long),
-        task=Task.MULTI_LABEL,
-        class_names=("a", "b", "c"),
-    )
+    multi = as_multi_label(data)
     with pytest.raises(ConfigError, match="multi-label"):
         saliency_stability(model, multi, 0.1)
     black_box = AuditModel(model.network, CENTRED, ModelInfo("m.onnx", "onnx", "sha", None))
