@@ -64,6 +64,10 @@ def test_features_command_measures_both_models(workspace: tuple[Path, Path, Path
         assert measured["saliency"]["n"] == 8
         assert measured["shift"] is None
         assert set(measured["seconds"]) == {"clean", "attack", "nonrobust", "saliency"}
+    shared = [m["nonrobust"] for m in models]
+    assert [n["eps_zero_reused"] for n in shared] == [False, True]  # same fresh network: trained once
+    assert shared[1]["reference"]["accuracy"] == shared[0]["reference"]["accuracy"]
+    assert "were trained once" in " ".join(result.output.split())
     config = doc["config"]
     assert config["nonrobust"]["steps"] == 3 and config["nonrobust"]["epochs"] == 1
     assert config["compare"] == str(other)

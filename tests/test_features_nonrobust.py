@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from torch import nn
 from medaudit.data import AuditData
 from medaudit.errors import ConfigError
 from medaudit.features import (
+    EpsZeroRuns,
     NonrobustConfig,
     NonrobustResult,
     accuracy,
@@ -370,6 +372,47 @@ def test_result_json_and_progress_stages(planted_run: PlantedRun) -> None:
     ]  # fmt: skip
     assert set(doc["reference"]) == {"accuracy", "balanced_accuracy", "seconds"}
     assert stages[0][1] == 128 and stages[1][1] == 10 * 4
+
+
+def test_a_second_model_reuses_the_eps_zero_runs_only_when_its_fresh_network_is_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The eps-0 runs never read the audited model's weights: a second model (``--compare``) with
+    the same fresh network and normalisation gets the scores a run of its own would give, without
+    training them again; one with another normalisation trains its own."""
+    train, test = planted_data(64, seed=0), planted_data(32, seed=1)
+    first = pattern_model(train)
+    second = pattern_model(train)
+    with torch.no_grad():
+        second.network[1].weight.mul_(-1)  # other weights: its D_rand/D_det differ
+    config = NonrobustConfig(eps=0.5, steps=3, epochs=2, train_batch_size=32, lr=1e-2, seed=0)
+    trained: list[torch.Tensor] = []
+    real_train_fresh = nonrobust_module.train_fresh
+
+    def train_spy(factory: Any, images: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        trained.append(images)
+        return real_train_fresh(factory, images, *args, **kwargs)
+
+    monkeypatch.setattr(nonrobust_module, "fresh_factory", tiny_factory)
+    monkeypatch.setattr(nonrobust_module, "train_fresh", train_spy)
+    alone = nonrobust_usefulness(second, train, test, config)
+    shared = EpsZeroRuns()
+    nonrobust_usefulness(first, train, test, config, eps_zero=shared)
+    trained.clear()
+    reused = nonrobust_usefulness(second, train, test, config, eps_zero=shared)
+    assert len(trained) == 2  # D_rand and D_det only
+    assert reused.eps_zero_reused and not alone.eps_zero_reused
+    assert reused.to_dict()["rows"][0]["accuracy"] == alone.rows[0].accuracy
+    for ours, theirs in zip(reused.rows, alone.rows, strict=True):
+        assert (ours.control_accuracy, ours.control_balanced_accuracy) == (
+            theirs.control_accuracy,
+            theirs.control_balanced_accuracy,
+        )
+    assert reused.reference == replace(alone.reference, seconds=reused.reference.seconds)  # type: ignore[arg-type]
+    other_spec = wrap(second.network, train, InputSpec(mean=(0.4,), std=(1.0,)))
+    trained.clear()
+    assert not nonrobust_usefulness(other_spec, train, test, config, eps_zero=shared).eps_zero_reused
+    assert len(trained) == 5
 
 
 def test_limit_takes_a_stratified_training_subset() -> None:

@@ -30,7 +30,7 @@ from medaudit.options import setting
 
 if TYPE_CHECKING:
     from medaudit.data import AuditData
-    from medaudit.features import NonrobustConfig
+    from medaudit.features import EpsZeroRuns, NonrobustConfig
     from medaudit.models import AuditModel
     from medaudit.sources import Prepared
 
@@ -279,7 +279,12 @@ class FeaturesAudit(Audit):
         models = [("model", prepared)]
         if options.compare is not None:
             models.append(("compare", replace(prepared, model=_load_compare(prepared, options.compare))))
-        measured = [self._measure(label, run, train, options, config, context) for label, run in models]
+        from medaudit.features import EpsZeroRuns
+
+        eps_zero = EpsZeroRuns()
+        measured = [
+            self._measure(label, run, train, options, config, context, eps_zero) for label, run in models
+        ]
         robust_eps, saliency_eps = options.budgets
         record = {
             "nonrobust": measured[0].nonrobust.get("config", {}),
@@ -301,6 +306,7 @@ class FeaturesAudit(Audit):
         options: FeaturesOptions,
         config: NonrobustConfig,
         context: Context,
+        eps_zero: EpsZeroRuns,
     ) -> ModelFeatures:
         """Every measurement of one model, each step timed (``seconds``)."""
         from medaudit.audits.attack import AttackAudit, AttackOptions, worst_case
@@ -329,7 +335,7 @@ class FeaturesAudit(Audit):
                 summary = table(ShiftAudit().run(run, ShiftOptions(), context)[1].to_dict().get("summary"))
             shifted = {key: summary.get(key) for key in ("clean_be", "mean_be", "mean_accuracy_drop")}
         with timed("nonrobust"):
-            nonrobust = nonrobust_usefulness(run.model, train, run.data, config, context.progress)
+            nonrobust = nonrobust_usefulness(run.model, train, run.data, config, context.progress, eps_zero)
         with timed("saliency"):
             stability = saliency_stability(
                 run.model,

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from medaudit.features.construction import Constructed, construct
     from medaudit.features.nonrobust import (
         CleanReference,
+        EpsZeroRuns,
         NonrobustResult,
         NonrobustRow,
         nonrobust_usefulness,
@@ -27,6 +28,7 @@ __all__ = [
     "METHODS",
     "CleanReference",
     "Constructed",
+    "EpsZeroRuns",
     "NonrobustConfig",
     "NonrobustResult",
     "NonrobustRow",
@@ -50,6 +52,7 @@ __getattr__ = lazy_names(
         "Constructed": "construction",
         "construct": "construction",
         "CleanReference": "nonrobust",
+        "EpsZeroRuns": "nonrobust",
         "NonrobustResult": "nonrobust",
         "NonrobustRow": "nonrobust",
         "nonrobust_usefulness": "nonrobust",

@@ -11,7 +11,9 @@ eps 0 with the original labels, is what the same network and recipe reach on the
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -71,6 +73,8 @@ class NonrobustResult:
     architecture: str
     n_train: int
     n_test: int
+    eps_zero_reused: bool = False
+    """Some eps-0 scores were an earlier model's in the same ``EpsZeroRuns`` (their seconds ~0)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,7 +86,30 @@ class NonrobustResult:
             "architecture": self.architecture,
             "n_train": self.n_train,
             "n_test": self.n_test,
+            "eps_zero_reused": self.eps_zero_reused,
         }
+
+
+@dataclass
+class EpsZeroRuns:
+    """The eps-0 trainings (controls and clean reference) of one audit, shared between its models.
+
+    At eps 0 nothing comes from the audited model's weights: the images are the training split's,
+    the labels its own or the seeded targets, and the fresh network depends only on the
+    architecture, the normalisation and the device. Two models that agree on those (a model and
+    its ``_adv`` twin under ``--compare``) get the same scores, so they are trained once."""
+
+    scores: dict[tuple[str, ...], tuple[float, float]] = field(default_factory=dict)
+
+    def get(
+        self, key: tuple[str, ...], train: Callable[[], tuple[float, float]]
+    ) -> tuple[tuple[float, float], bool]:
+        """(accuracy, balanced accuracy) for ``key``, trained now unless an earlier model did; and
+        whether it was reused."""
+        if key in self.scores:
+            return self.scores[key], True
+        self.scores[key] = train()
+        return self.scores[key], False
 
 
 def nonrobust_usefulness(
@@ -91,10 +118,12 @@ def nonrobust_usefulness(
     test: AuditData,
     config: NonrobustConfig,
     progress: Progress | None = None,
+    eps_zero: EpsZeroRuns | None = None,
 ) -> NonrobustResult:
     """Build each D_kind from ``train`` with ``model``, train a fresh network on it and score it
     on ``test`` (the clean split as given, never the constructed images); with ``config.control``
-    the same at eps 0."""
+    the same at eps 0. Pass one ``eps_zero`` to the calls for several models of one audit (same
+    ``train``, ``test`` and ``config``) to train their shared eps-0 networks once."""
     require_single_label_gradients(model, train, "the nonrobust-feature usefulness probe")
     if test.num_classes != train.num_classes:
         raise ConfigError(
@@ -107,6 +136,9 @@ def nonrobust_usefulness(
     eps, step = config.budget(train.channels, *train.size)
     factory, architecture = fresh_factory(model, model.spec.channels or train.channels, train.num_classes)
     batches = config.epochs * training_batches(train.n, config.train_batch_size)
+    eps_zero = eps_zero if eps_zero is not None else EpsZeroRuns()
+    network_key = (architecture, repr(model.spec), str(model.device))
+    reused = False
 
     def fit(images: torch.Tensor, labels: torch.Tensor, label: str) -> tuple[float, float]:
         """Train a fresh network on (images, labels); its (accuracy, balanced accuracy) on ``test``."""
@@ -140,6 +172,11 @@ def nonrobust_usefulness(
         acc, balanced = fit(built.images, built.labels, train_label)
         return built.attack_success, acc, balanced, built_at - started, time.perf_counter() - built_at
 
+    def control(kind: str) -> tuple[float, float]:
+        """The eps-0 control of D_kind: (accuracy, balanced accuracy)."""
+        _, acc, balanced, _, _ = score(kind, 0.0, None, f"control D_{kind} (eps 0)")
+        return acc, balanced
+
     rows = []
     for kind in config.kinds:
         success, acc, balanced, construction, training = score(
@@ -148,10 +185,12 @@ def nonrobust_usefulness(
         seconds = {"construction": round(construction, 2), "training": round(training, 2)}
         control_acc = control_balanced = None
         if config.control:
-            _, control_acc, control_balanced, c_build, c_train = score(
-                kind, 0.0, None, f"control D_{kind} (eps 0)"
+            started = time.perf_counter()
+            (control_acc, control_balanced), was_reused = eps_zero.get(
+                (*network_key, kind), partial(control, kind)
             )
-            seconds["control"] = round(c_build + c_train, 2)
+            reused = reused or was_reused
+            seconds["control"] = round(time.perf_counter() - started, 2)
         rows.append(
             NonrobustRow(
                 kind=kind,
@@ -168,9 +207,15 @@ def nonrobust_usefulness(
     reference = None
     if config.control:
         started = time.perf_counter()
-        ref_acc, ref_balanced = fit(
-            train.float_images(0, train.n), train.labels.clone(), "clean reference (eps 0, original labels)"
+        (ref_acc, ref_balanced), was_reused = eps_zero.get(
+            (*network_key, "reference"),
+            lambda: fit(
+                train.float_images(0, train.n),
+                train.labels.clone(),
+                "clean reference (eps 0, original labels)",
+            ),
         )
+        reused = reused or was_reused
         reference = CleanReference(ref_acc, ref_balanced, round(time.perf_counter() - started, 2))
     shares = torch.bincount(test.labels, minlength=test.num_classes).float() / test.n
     return NonrobustResult(
@@ -182,4 +227,5 @@ def nonrobust_usefulness(
         architecture=architecture,
         n_train=train.n,
         n_test=test.n,
+        eps_zero_reused=reused,
     )

@@ -70,6 +70,11 @@ def features_tables(results: dict[str, Any], title: str) -> list[Table]:
         caption=_t(
             f"clean test accuracy of a fresh {first.get('architecture', 'network')} trained on each set; "
             f"chance {_fmt(first.get('chance'), 3)}, majority class {_fmt(first.get('majority'), 3)}"
+            + (
+                "; the eps-0 runs do not depend on the audited model's weights and were trained once"
+                if any((m.get("nonrobust") or {}).get("eps_zero_reused") for m in models)
+                else ""
+            )
         ),
         caption_justify="left",
     )
