@@ -83,6 +83,7 @@ def data_spec(model: AuditModel | None, data: DataSettings) -> DataSpec:
         task=Task.parse(data.task) if data.task else None,
         limit=data.limit,
         seed=data.seed,
+        class_order=model.class_names if model is not None and model.class_names else None,
     )
 
 

@@ -98,22 +98,29 @@ def random_images(n: int, channels: int = 1, size: int = 28, seed: int = 0) -> t
 
 
 def make_audit_data(
-    n: int = 12, channels: int = 1, size: int = 28, num_classes: int = 2, seed: int = 0
+    n: int = 12,
+    channels: int = 1,
+    size: int = 28,
+    num_classes: int = 2,
+    seed: int = 0,
+    class_names: tuple[str, ...] | None = None,
 ) -> AuditData:
+    """Synthetic data; its classes are named c0, c1, ... unless ``class_names`` (a card's) is given."""
     labels = torch.arange(n) % num_classes
     task = Task.BINARY if num_classes == 2 else Task.MULTI_CLASS
     return AuditData(
         images=random_images(n, channels, size, seed),
         labels=labels,
         task=task,
-        class_names=tuple(f"c{i}" for i in range(num_classes)),
+        class_names=class_names or tuple(f"c{i}" for i in range(num_classes)),
         identity={"source": "synthetic"},
     )
 
 
 @pytest.fixture(scope="session")
 def audit_data() -> Callable[..., AuditData]:
-    """Factory: ``audit_data(n=12, channels=1, size=28, num_classes=2, seed=0)`` (uint8 images)."""
+    """Factory: ``audit_data(n=12, channels=1, size=28, num_classes=2, seed=0, class_names=None)``
+    (uint8 images)."""
     return make_audit_data
 
 

@@ -102,7 +102,7 @@ def test_softmax_torchscript_with_the_copied_logits_card(
 ) -> None:
     """The reported case: a softmax head appended, the card's "outputs": "logits" copied along."""
     base = make_cnn(num_classes=2, seed=3)
-    card = {"task": "binary-class", "class_names": ["normal", "pneumonia"], "outputs": "logits"}
+    card = {"task": "binary-class", "class_names": ["c0", "c1"], "outputs": "logits"}
     path = save_scripted(tmp_path / "soft.pt", nn.Sequential(base, nn.Softmax(dim=1)), card)
     data = audit_data(n=40, num_classes=2, seed=2)
     model = load_model(path, CPU)

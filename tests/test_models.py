@@ -99,7 +99,9 @@ def exported(reference: SmallCNN, tmp_path_factory: pytest.TempPathFactory) -> d
 
 @pytest.fixture(scope="module")
 def data28(audit_data: Callable[..., AuditData]) -> AuditData:
-    return audit_data(n=10, channels=1, size=28, num_classes=2, seed=3)
+    return audit_data(
+        n=10, channels=1, size=28, num_classes=2, seed=3, class_names=tuple(CARD["class_names"])
+    )
 
 
 def load_bound(path: Path, data: AuditData, **options: object) -> tuple[AuditModel, list[str]]:

@@ -103,6 +103,24 @@ class AuditData:
         identity = {**self.identity, **note, "n": len(idx)}
         return replace(self, images=self.images[idx], labels=self.labels[idx], identity=identity)
 
+    def in_class_order(self, order: tuple[str, ...]) -> AuditData:
+        """This data with its labels renumbered to ``order`` (the model card's class names) when
+        it names the same classes in another order (``class_key`` equal); otherwise unchanged.
+
+        Image folders come in alphabetical order and npz ``class_names`` in whatever order they
+        were saved, so label i of the data need not be output i of the model."""
+        ours, theirs = [class_key(n) for n in self.class_names], [class_key(n) for n in order]
+        if ours == theirs or sorted(ours) != sorted(theirs) or len(set(ours)) != len(ours):
+            return self
+        position = torch.tensor([theirs.index(key) for key in ours])
+        if self.task.single_label:
+            labels = position[self.labels]
+        else:  # column j of the data is the model's column position[j]
+            labels = torch.empty_like(self.labels)
+            labels[:, position] = self.labels
+        note = {"data_classes": list(self.class_names), "model_classes": list(order)}
+        return replace(self, labels=labels, class_names=order, identity={**self.identity, "relabelled": note})
+
     def shard(self, start: int, stop: int, note: dict[str, Any]) -> AuditData:
         """Images ``start:stop`` as a shard that keeps its global indices."""
         identity = {**self.identity, "shard": note}
@@ -220,6 +238,12 @@ def labels_to_tensor(labels: np.ndarray, task: Task, where: str) -> torch.Tensor
     if not task.single_label and len(out) and out.max() > 1:
         raise DataError(f"multi-label labels in {where} must be 0/1")
     return out
+
+
+def class_key(name: str) -> str:
+    """A class name as matched against another source's: case, spaces and punctuation aside
+    ('normal, benign' is 'Normal/Benign')."""
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
 
 
 def default_class_names(labels: torch.Tensor, task: Task) -> tuple[str, ...]:

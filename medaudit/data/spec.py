@@ -27,6 +27,9 @@ class DataSpec:
     task: Task | None = None
     limit: int | None = None
     seed: int = 0
+    class_order: tuple[str, ...] | None = None
+    """The model card's class names: data naming the same classes in another order is relabelled
+    to match (``AuditData.in_class_order``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The options as recorded in the JSON ``config``."""
@@ -75,6 +78,8 @@ def load_data(spec: DataSpec) -> AuditData:
         raise ConfigError(
             "no data given: pass --dataset NAME or --data FILE|DIR, or use a model whose card names its dataset"
         )
+    if spec.class_order:
+        data = data.in_class_order(spec.class_order)
     if spec.limit is not None and spec.limit < data.n:
         indices = stratified_indices(data.labels, spec.limit, spec.seed)
         data = data.subset(indices, {"limit": spec.limit, "limit_seed": spec.seed})

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from medaudit.data import AuditData
+from medaudit.data.dataset import class_key
 from medaudit.errors import MedauditError, ModelLoadError, ModelRuntimeError, ShapeMismatch, first_line
 from medaudit.models.card import ASSUMED_UNIT_INPUT
 from medaudit.models.formats import EXPORT_FIX, FixedBatch
@@ -162,6 +163,26 @@ def _data_count_is_known(data: AuditData) -> bool:
     return data.class_names != tuple(str(i) for i in range(data.num_classes))
 
 
+def _check_class_names(model: AuditModel, data: AuditData) -> list[str]:
+    """Say when the card's class names and the data's are not the same list: relabelled to the
+    card's order on loading (``DataSpec.class_order``), or other names, read by position."""
+    relabelled = data.identity.get("relabelled")
+    if relabelled:
+        return [
+            f"the data names the model's classes in another order ({_names(tuple(relabelled['data_classes']))}; "
+            f"the card: {_names(tuple(relabelled['model_classes']))}): its labels were renumbered to the card's order"
+        ]
+    card = model.class_names
+    if not card or data.class_names == tuple(str(i) for i in range(data.num_classes)):
+        return []  # the data does not name its classes
+    if [class_key(n) for n in card] != [class_key(n) for n in data.class_names]:
+        return [
+            f"the data's classes ({_names(data.class_names)}) are not the card's ({_names(card)}): "
+            "data label i is read as the model's class i; check that they mean the same"
+        ]
+    return []
+
+
 def _check_class_counts(model: AuditModel, data: AuditData, columns: int) -> list[str]:
     """Model outputs, card class names and data classes must agree in number; return warnings.
 
@@ -244,6 +265,7 @@ def bind_model(model: AuditModel, data: AuditData) -> list[str]:
         model.task = data.task
     outputs = 2 if raw.shape[1] == 1 and model.task.single_label else raw.shape[1]
     warnings.extend(_check_class_counts(model, data, raw.shape[1]))
+    warnings.extend(_check_class_names(model, data))
     warnings.extend(_decide_outputs(model, raw))
     if model.class_names is None:
         names = list(data.class_names[:outputs])
