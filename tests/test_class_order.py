@@ -116,3 +116,18 @@ def test_other_class_names_are_warned_about(model_with_card: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "the data's classes (cat, dog) are not the card's (Normal, Malignant)" in text
+
+
+def test_card_keys_written_in_the_wrong_place_are_named(tmp_path: Path, model_with_card: Path) -> None:
+    """A guessed card ('classes', a top-level 'mean') used to be accepted and silently ignored."""
+    model_with_card.with_suffix(".json").write_text(
+        json.dumps({"classes": CARD, "mean": [0.5], "preprocessing": {"stdev": [0.5]}, "training": {"x": 1}})
+    )
+    out = tmp_path / "info.json"
+    result = CliRunner().invoke(app, ["info", str(model_with_card), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "'classes' is not a card key (did you mean 'class_names'?)" in text
+    assert "'mean' belongs under 'preprocessing'" in text
+    assert "'preprocessing.stdev' is not a card key (did you mean 'std'?)" in text
+    assert "training" not in " ".join(json.loads(out.read_text())["warnings"])  # a free-form record

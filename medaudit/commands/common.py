@@ -69,8 +69,17 @@ def settings() -> Settings:
     return _settings
 
 
+LOG_WIDTH = 200
+"""Columns of output that is not a terminal (a CI log, a pipe, make) unless $COLUMNS is set."""
+
+
 def stderr_console() -> Console:
-    return Console(stderr=True)
+    """Tables, warnings and progress. rich would cut tables for a pipe or a CI log to 80
+    columns, so numbers lost their last digits ('0.656…'); such output gets ``LOG_WIDTH``."""
+    console = Console(stderr=True)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = LOG_WIDTH
+    return console
 
 
 def _fail(message: str, code: int, debug: bool) -> NoReturn:

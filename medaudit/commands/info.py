@@ -12,6 +12,7 @@ from medaudit.commands.common import (
     Timer,
     check_output_target,
     emit,
+    print_warnings,
     stderr_console,
 )
 from medaudit.document import document
@@ -37,12 +38,20 @@ def info_command(model: ModelSettings, run_settings: RunSettings, json: JsonOpt 
         desc["gradients"] = "after verification on the audit data"
         desc["notes"].append("the converted torch graph is checked against onnxruntime when an audit runs")
     console.print(tables.info_table(desc))
+    print_warnings(console, audit_model.info.warnings)
     config = {
         "device": run_settings.device.value,
         "load": {"arch": model.arch, "trust_checkpoint": model.trust_checkpoint},
     }
     doc = document(
-        "info", config, desc, model=desc, data=None, seed=None, wall_time_s=timer.elapsed, warnings=[]
+        "info",
+        config,
+        desc,
+        model=desc,
+        data=None,
+        seed=None,
+        wall_time_s=timer.elapsed,
+        warnings=audit_model.info.warnings,
     )
     emit(console, json, doc)
 

@@ -239,7 +239,7 @@ def bind_model(model: AuditModel, data: AuditData) -> list[str]:
     disagree in number (a single binary logit counts as 2 classes), and reads probability
     outputs as documented in ``looks_like_probabilities``.
     """
-    warnings: list[str] = []
+    warnings: list[str] = list(model.info.warnings)
     network = model.network
     if model.info.format == "export" and isinstance(network, FixedBatch) and not network.vectorised:
         warnings.append(

@@ -12,6 +12,7 @@ every format of one model. Keys (all optional)::
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -170,6 +171,52 @@ def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
         path=where,
         raw=doc,
     )
+
+
+CARD_KEYS = (
+    "dataset",
+    "task",
+    "class_names",
+    "outputs",
+    "arch",
+    "preprocessing",
+    "name",
+    "training",
+    "metrics",
+)
+PREPROCESSING_KEYS = ("input_size", "channels", "mean", "std")
+ALIASES = {
+    "classes": "class_names",
+    "labels": "class_names",
+    "label_names": "class_names",
+    "normalization": "preprocessing",
+    "normalisation": "preprocessing",
+    "transform": "preprocessing",
+    "architecture": "arch",
+}
+
+
+def card_hints(doc: dict[str, Any]) -> list[str]:
+    """Keys a card writer probably meant as one of ours, which medaudit therefore ignored (any
+    other key is a free-form record): 'mean' at the top level, 'classes', 'preprocesing'."""
+
+    def meant(key: str, known: tuple[str, ...]) -> str | None:
+        close = difflib.get_close_matches(key.casefold(), known, n=1, cutoff=0.75)
+        return ALIASES.get(key.casefold()) or (close[0] if close else None)
+
+    hints = []
+    for key in doc:
+        if key in CARD_KEYS:
+            continue
+        if key.casefold() in PREPROCESSING_KEYS:
+            hints.append(f"'{key}' belongs under 'preprocessing'")
+        elif target := meant(key, CARD_KEYS):
+            hints.append(f"'{key}' is not a card key (did you mean '{target}'?)")
+    pre = doc.get("preprocessing")
+    for key in pre if isinstance(pre, dict) else {}:
+        if key not in PREPROCESSING_KEYS and (target := meant(key, PREPROCESSING_KEYS)):
+            hints.append(f"'preprocessing.{key}' is not a card key (did you mean '{target}'?)")
+    return hints
 
 
 def card_path_for(model_path: Path) -> Path:

@@ -13,7 +13,7 @@ from torch import nn
 from medaudit.data.medmnist import sha256_file
 from medaudit.errors import ConfigError
 from medaudit.models import formats, onnx
-from medaudit.models.card import ASSUMED_UNIT_INPUT, InputSpec, ModelCard, read_card
+from medaudit.models.card import ASSUMED_UNIT_INPUT, InputSpec, ModelCard, card_hints, read_card
 from medaudit.models.wrapper import AuditModel, ModelInfo
 from medaudit.task import Task
 
@@ -153,6 +153,9 @@ def load_model(path: Path, options: LoadOptions = LoadOptions()) -> AuditModel:
         dataset=card.dataset,
         dataset_size=card.dataset_size,
         notes=notes,
+        warnings=[
+            f"model card {card.path}: {hint}, so it was ignored" for hint in card_hints(card.raw or {})
+        ],
     )
     model = AuditModel(
         loaded.network,

@@ -38,6 +38,8 @@ class ModelInfo:
     dataset_size: int | None = None
     notes: list[str] = field(default_factory=list)
     twin_max_abs_diff: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What loading found the user should fix (card keys it ignored); every audit repeats them."""
 
 
 def _what_it_raised(exc: Exception) -> str:
