@@ -683,3 +683,25 @@ def test_run_with_hostile_folder_card_and_class_names(tmp_path: Path) -> None:
     assert set(parsed.tags) <= HTML_TAGS and parsed.comments == []
     assert printable(str(model)) in "".join(parsed.data)
     ET.parse(junit)
+
+
+HOSTILE_LINE = "\x1b[31mX\nerror: all good\u202e"
+
+
+def test_error_lines_quote_hostile_values_on_one_line() -> None:
+    """An option value (or a card's string) in an ``error:`` line can neither colour the terminal
+    nor start a second, fake ``error:`` line."""
+    result = CliRunner().invoke(app, ["attack", "m.pt", "--attack", HOSTILE_LINE])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+    assert "\x1b" not in result.stderr and "\u202e" not in result.stderr
+    assert "\\x1b[31mX\\nerror: all good\\u202e" in result.stderr
+
+
+def test_warning_lines_quote_hostile_values_on_one_line() -> None:
+    from medaudit.commands.common import print_warnings
+
+    console = Console(file=io.StringIO(), width=400, force_terminal=False)
+    print_warnings(console, [f"the data's classes ({HOSTILE_LINE}) are not the card's"])
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert len(text.strip().splitlines()) == 1 and "\x1b" not in text and "\\nerror: all good" in text

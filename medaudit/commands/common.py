@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from medaudit.errors import INTERNAL_ERROR, INTERRUPTED, ConfigError, MedauditError, what_raised
 from medaudit.report.atomic import check_target, mark_read, reading_session
+from medaudit.report.escaping import one_line
 from medaudit.report.schema import write_json
 from medaudit.settings import RUN_PANEL, DataSettings, ModelSettings, RunSettings
 
@@ -87,7 +88,7 @@ def _fail(message: str, code: int, debug: bool) -> NoReturn:
     console = stderr_console()
     if debug:
         console.print_exception()
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -205,7 +206,7 @@ def print_warnings(console: Console, warnings_: list[str], model_notes: list[str
     if ASSUMED_UNIT_INPUT in (model_notes or []) and not any(ASSUMED_UNIT_INPUT in w for w in warnings_):
         console.print(f"note: {ASSUMED_UNIT_INPUT}", markup=False, highlight=False)
     for warning in warnings_:
-        console.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {escape(one_line(warning))}", highlight=False)
 
 
 class Timer:

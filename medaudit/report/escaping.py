@@ -4,7 +4,7 @@ Paths, folder names, a model card's ``name`` and ``class_names``, metadata group
 anything else read from a JSON report are data, never markup. Every renderer passes them through one
 of these helpers at the point where they enter the output:
 
-* all formats (``printable``): C0/C1 control characters (except tab and newline), Unicode bidi
+* all formats (``printable``; ``one_line`` for error and warning lines also escapes newlines): C0/C1 control characters (except tab and newline), Unicode bidi
   controls, lone surrogates (from undecodable file names) and the XML non-characters U+FFFE/U+FFFF
   are shown as Python-style escapes (``\\x1b``, ``\\u202e``, ``\\udcff``): visible, no terminal
   escape sequences, no reordered text, and always encodable as UTF-8 and valid in XML 1.0.
@@ -51,6 +51,12 @@ def _escape_char(match: re.Match[str]) -> str:
 def printable(value: Any) -> str:
     """``str(value)`` with control, bidi, surrogate and non-characters shown as escapes."""
     return _UNPRINTABLE.sub(_escape_char, str(value))
+
+
+def one_line(value: Any) -> str:
+    """``printable`` with line breaks shown as escapes too: an ``error:`` or ``warning:`` line
+    quoting a user's string stays one line, and no fake ``error:`` line can follow it."""
+    return printable(value).translate({0x0A: "\\n", 0x2028: "\\u2028", 0x2029: "\\u2029"})
 
 
 def _shorten(text: str, limit: int) -> str:
