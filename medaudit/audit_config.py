@@ -77,6 +77,10 @@ strengths = [0.5, 1.0]
 k = 20
 rounds = 10
 
+# [features]                  # nonrobust features: trains fresh networks, minutes even with quick
+# quick = true
+# compare = "sample_models/pneumoniamnist_rescnn_adv.pt"   # a second model side by side (relative to this file)
+
 [gate]                        # the release gate: every rule must hold (exit code 1 otherwise)
 "eval.auc" = ">= 0.9"
 "attack.robust_accuracy@1/255" = ">= 0.5"
