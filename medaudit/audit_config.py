@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medaudit.audits import audits
-from medaudit.errors import ConfigError, DataError, MedauditError, ModelLoadError
+from medaudit.errors import ConfigError, DataError, MedauditError, ModelLoadError, not_a_file
 from medaudit.options import from_file
 from medaudit.registry import parse_spec
 from medaudit.settings import DataSettings, ModelSettings, RunSettings
@@ -175,6 +175,8 @@ def _check_arch(path: Path, arch: str | None) -> None:
 
 def read_audit_file(path: Path) -> AuditFile:
     """Parse and check an audit file; every problem is a one-line ConfigError."""
+    if path.is_dir():
+        raise ConfigError(f"audit file {path} {not_a_file(path)}: give the .toml file")
     if not path.is_file():
         raise ConfigError(f"audit file {path} not found (write an example with `medaudit init {path}`)")
     try:

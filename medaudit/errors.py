@@ -5,6 +5,8 @@ the error's ``exit_code``. Each message names the problem and the fix. Any other
 exception is a bug in medaudit (exit ``INTERNAL_ERROR``), never a gate verdict.
 """
 
+from pathlib import Path
+
 GATE_FAILED = 1
 """A release-gate rule (or a compared metric) failed: the audit ran, the model did not pass."""
 USER_ERROR = 2
@@ -15,6 +17,11 @@ INTERNAL_ERROR = 4
 """A bug in medaudit (any unexpected exception)."""
 INTERRUPTED = 130
 """Stopped by Ctrl-C / SIGINT (128 + 2, the shell convention)."""
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a file, cannot be read as one: the true reason for the message."""
+    return "is a folder, not a file" if path.is_dir() else "does not exist"
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -7,11 +7,13 @@ command-line options (``options.with_settings``), ``medaudit run`` reads them fr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from medaudit.errors import ConfigError
+from medaudit.models.card import MAX_INPUT_SIZE, MIN_STD
 from medaudit.options import setting
 
 MODEL_PANEL = "Model"
@@ -47,6 +49,21 @@ def check_arch_name(arch: str | None) -> None:
             raise ConfigError(f"--arch: {exc}") from None
 
 
+def check_normalisation(text: str | None, flag: str, least: float) -> None:
+    """--mean/--std when the options are read, before torch: a NaN or a std near 0 would
+    otherwise surface much later as NaN outputs blamed on the model's weights."""
+    if text is None:
+        return
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag} takes numbers separated by commas, got '{text}'") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{flag} must be finite numbers, got '{text}'")
+    if min(values) < least:
+        raise ConfigError(f"{flag} must be at least {least:g}, got '{text}'")
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     path: Path | None = setting(None, MODEL_HELP, argument=True, required=True, metavar="MODEL")
@@ -71,7 +88,7 @@ class ModelSettings:
     )
     input_size: int | None = setting(
         None,
-        "Side length the model takes; data of another size is resized inside the wrapper.",
+        f"Side length the model takes (1 to {MAX_INPUT_SIZE}); data of another size is resized inside the wrapper.",
         panel=MODEL_PANEL,
     )
     channels: int | None = setting(
@@ -80,6 +97,10 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         check_arch_name(self.arch)
+        if self.input_size is not None and not 1 <= self.input_size <= MAX_INPUT_SIZE:
+            raise ConfigError(f"--input-size must be 1..{MAX_INPUT_SIZE}, got {self.input_size}")
+        check_normalisation(self.mean, "--mean", -math.inf)
+        check_normalisation(self.std, "--std", MIN_STD)
 
 
 @dataclass(frozen=True)

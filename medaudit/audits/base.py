@@ -7,6 +7,7 @@ and ``run`` iterate over that registry instead of naming audits.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from rich.console import RenderableType
+
+from medaudit.errors import ConfigError
 
 if TYPE_CHECKING:
     from medaudit.sources import Prepared
@@ -64,9 +67,16 @@ class SummaryRow:
 
 
 def number(value: Any) -> float:
-    """A JSON number as float; null, NaN, booleans and anything else as NaN (which fails every gate)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A metric's JSON value as float: null (not measured) as NaN, which fails every gate.
+
+    Anything else (text, true, a table) is a corrupt report: a ConfigError (exit 2), never a
+    verdict on the model."""
+    if value is None:
         return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        shown = json.dumps(value, default=str)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        raise ConfigError(f"a metric's value is {shown}, not a number or null: the report is corrupt")
     return float(value)
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from rich.console import RenderableType
 
 from medaudit.audits.base import Audit, Context, MetricInfo, SummaryRow, number, table
-from medaudit.errors import ConfigError
+from medaudit.errors import ConfigError, not_a_file
 from medaudit.options import setting
 
 if TYPE_CHECKING:
@@ -257,7 +257,7 @@ class FeaturesAudit(Audit):
         nonrobust_config(options, context)
         options.budgets  # noqa: B018 (checks both budgets)
         if options.compare is not None and not options.compare.is_file():
-            raise ConfigError(f"--compare {options.compare} does not exist")
+            raise ConfigError(f"--compare {options.compare} {not_a_file(options.compare)}")
 
     def run(
         self, prepared: Prepared, options: FeaturesOptions, context: Context

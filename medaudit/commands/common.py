@@ -166,6 +166,8 @@ def check_output_target(target: str | Path | None, protected: list[Path], option
     (``protected`` and everything registered with ``mark_read`` so far)."""
     if target is None or str(target) == "-":
         return
+    if str(target) == "":
+        raise ConfigError(f"{option} is empty: give a file name")
     for source in protected:
         mark_read(source)
     path = Path(target)

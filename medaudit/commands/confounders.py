@@ -37,7 +37,7 @@ from medaudit.commands.common import (
 )
 from medaudit.commands.progress import context as progress_context
 from medaudit.commands.progress import progress_bar
-from medaudit.errors import ConfigError
+from medaudit.errors import ConfigError, not_a_file
 from medaudit.options import setting, with_settings
 from medaudit.report import tables
 from medaudit.report.atomic import mark_read
@@ -186,7 +186,7 @@ def subgroups_command(
     metadata, attribute = options.metadata, options.attribute
     assert metadata is not None and attribute is not None  # required settings
     if not metadata.is_file():
-        raise ConfigError(f"--metadata file {metadata} does not exist")
+        raise ConfigError(f"--metadata file {metadata} {not_a_file(metadata)}")
     # the metadata describes the whole split; a --limit subsample would need its original indices
     # re-derived to join, so the two are refused together rather than joined silently wrong
     if data.limit is not None:

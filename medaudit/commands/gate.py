@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
 from medaudit.commands.common import JsonOpt, Timer, check_output_target, emit, print_warnings, stderr_console
@@ -51,6 +52,20 @@ def gate_document(doc: dict[str, Any], rules: list[Rule] | Any) -> tuple[list[Ve
         rules = load_policy(rules)
     verdicts = evaluate(rules, extract_metrics(doc), attack_norm(doc))
     return verdicts, 0 if all(v.passed for v in verdicts) else GATE_FAILED
+
+
+def print_verdict(console: Console, verdicts: list[Verdict]) -> None:
+    """The gate's last line, ``gate passed: N rules`` or ``gate failed: k of N rules: ...``, so a
+    log says the verdict and not only the exit code."""
+    failed = [v for v in verdicts if not v.passed]
+    if failed:
+        listed = "; ".join(f"{v.name} ({v.message})" for v in failed)
+        console.print(
+            f"[bold red]gate failed[/]: {len(failed)} of {len(verdicts)} rules: {escape(listed)}",
+            highlight=False,
+        )
+    else:
+        console.print(f"[bold green]gate passed[/]: {len(verdicts)} rules", highlight=False)
 
 
 def check_outputs(outputs: dict[str, str | None], inputs: list[Path]) -> None:
@@ -108,14 +123,7 @@ def gate_command(
     console.print(gate_table(verdicts, f"Release gate: {policy.name} on {report.name}"))
     print_warnings(console, [f"(in the report) {w}" for w in doc.get("warnings") or []])
     failed = [v for v in verdicts if not v.passed]
-    if failed:
-        listed = "; ".join(f"{v.name} ({v.message})" for v in failed)
-        console.print(
-            f"[bold red]gate failed[/]: {len(failed)} of {len(verdicts)} rules: {escape(listed)}",
-            highlight=False,
-        )
-    else:
-        console.print(f"[bold green]gate passed[/]: {len(verdicts)} rules", highlight=False)
+    print_verdict(console, verdicts)
     write_ci(
         junit,
         markdown,
@@ -176,7 +184,7 @@ def compare_command(
     check_outputs({"--json": json, "--junit": junit, "--markdown": markdown}, [baseline, candidate])
     overrides = parse_allow(allow)
     base_doc, cand_doc = load_report(baseline), load_report(candidate)
-    rows = compare(base_doc, cand_doc, max_regression, overrides)
+    rows = compare(base_doc, cand_doc, max_regression, overrides, (str(baseline), str(candidate)))
     notes = comparability_warnings(base_doc, cand_doc)
     if not any(r.passed is not None for r in rows):
         notes.append("no metric was gated: the reports share no gateable metric with an allowance")

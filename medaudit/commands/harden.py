@@ -84,9 +84,10 @@ def harden_command(
     run_settings: RunSettings,
     options: HardenOptions,
     out: Annotated[
-        Path,
+        str,
         typer.Option(
             "--out",
+            metavar="STEM",
             help="Stem of the hardened model's files: STEM.pt (TorchScript), .pt2, .onnx where export works, "
             "STEM.json (its card), STEM_state_dict.pt for built-in architectures.",
             rich_help_panel=PANEL,
@@ -110,6 +111,7 @@ def harden_command(
 
     console, timer = stderr_console(), Timer()
     batch_size, seed = run_settings.batch_size, data.seed
+    stem = out_stem(out)
     if data.split is Split.train:
         raise ConfigError("harden trains on the train split: audit the models on --split test or val")
     budgets = parse_eps(options.eps)
@@ -117,7 +119,7 @@ def harden_command(
         raise ConfigError(f"--eps takes one training budget, got '{options.eps}'")
     eps = budgets[0]
     inputs = input_files(model.path, data.data)
-    for target in [out.with_name(out.name + suffix) for suffix in SUFFIXES]:
+    for target in [stem.with_name(stem.name + suffix) for suffix in SUFFIXES]:
         if json is not None and json != "-" and Path(json).resolve() == target.resolve():
             raise ConfigError(
                 f"--json {json} is the hardened model's card (--out {out}): choose another name"
@@ -161,7 +163,7 @@ def harden_command(
             done = step
 
         result = harden(run.model, train, config, progress=report)
-    written = save_hardened(result, run.model, train, out)
+    written = save_hardened(result, run.model, train, stem)
     for fmt, where in written.items():
         console.print(f"{fmt}: {where}", markup=False, highlight=False)
     with audit_prefix("input model", 1, 2):
@@ -185,6 +187,17 @@ def harden_command(
         warnings=run.warnings,
     )
     emit(console, json, doc)
+
+
+def out_stem(text: str) -> Path:
+    """``--out`` as a file stem, checked before any work: a folder ('', '.', '..', 'dir/', an
+    existing folder) would otherwise crash or write hidden files such as '...pt' beside it."""
+    stem = Path(text)
+    if text.endswith("/") or stem.name in ("", "..") or stem.is_dir():
+        raise ConfigError(
+            f"--out {text or repr(text)} is a folder: give a file stem such as out/model_hardened"
+        )
+    return stem
 
 
 def _audit(run: Prepared, context: Context, attack: AttackOptions) -> dict[str, Any]:

@@ -25,13 +25,22 @@ from medaudit.commands.common import (
     refuse_with_shard,
     stderr_console,
 )
-from medaudit.commands.gate import JunitOpt, MarkdownOpt, check_outputs, gate_document, gate_table, write_ci
+from medaudit.commands.gate import (
+    JunitOpt,
+    MarkdownOpt,
+    check_outputs,
+    gate_document,
+    gate_table,
+    print_verdict,
+    write_ci,
+)
 from medaudit.commands.merge import merge_documents, show_merged
 from medaudit.commands.progress import audit_prefix, progress_bar
 from medaudit.commands.progress import context as progress_context
 from medaudit.errors import GATE_FAILED, ConfigError, MedauditError
 from medaudit.gate import load_policy
-from medaudit.gate.policy import Verdict, policy_table
+from medaudit.gate.metrics import eps_matches, parse_name
+from medaudit.gate.policy import Rule, Verdict, policy_table
 from medaudit.options import in_file_words
 from medaudit.report import ci, tables
 from medaudit.report.atomic import write_atomic
@@ -77,6 +86,36 @@ def _check_options(audit: AuditFile, context: Context, shard: str | None) -> Non
                 f"{entry.shardable}: run it without --shard, from an audit file without [{name}]"
             )
         entry.check(options, context)
+
+
+def _check_gate(rules: list[Rule], audit: AuditFile, policy: Path | None) -> None:
+    """Before the model is loaded: every rule names a metric of an audit the file runs (the audit
+    that declares it in the registry) and, when eps-indexed, an eps and norm of that audit's
+    sweep, so a rule that cannot be judged fails now rather than after the whole audit."""
+    from medaudit.attacks.plan import parse_eps
+
+    where = f"policy {policy}" if policy is not None else f"{audit.path}: [gate]"
+    for rule in rules:
+        name = parse_name(rule.metric)
+        command = name.pattern.split(".", 1)[0]  # the audit whose metrics declare this name
+        if command not in audit.audits:
+            raise ConfigError(
+                f"{where} rule '{rule.metric}' needs the {command} audit, which {audit.path} does not run: "
+                f"add a [{command}] section or drop the rule"
+            )
+        options = audit.audits[command]
+        if name.eps is not None:
+            swept = parse_eps(options.eps)
+            if not any(eps_matches(name.eps, eps) for eps in swept):
+                raise ConfigError(
+                    f"{where} rule '{rule.metric}': the {command} sweep does not use eps {name.eps:g} "
+                    f'(eps = "{options.eps}"): add it to eps or change the rule'
+                )
+        if name.norm is not None and name.norm != options.norm.value:
+            raise ConfigError(
+                f"{where} rule '{rule.metric}' asks for the {name.norm} norm but the {command} sweep "
+                f"uses {options.norm.value}: change the rule or the norm"
+            )
 
 
 def run_command(
@@ -129,6 +168,9 @@ def run_command(
     rules = (
         load_policy(gate_source) if gate_source is not None else None
     )  # typos fail now, not after the audit
+    if rules is not None:
+        with _file_words(audit):
+            _check_gate(rules, audit, policy)
     if parts is not None or ray is not None:
         _check_parts(parts, ray, shard, audit)
         assert parts is not None and ray is not None
@@ -240,6 +282,8 @@ def _outputs(
         ci.markdown_summary(doc, verdicts),
         ci.check_cases(doc),
     )
+    if doc.get("gate") is not None:
+        print_verdict(console, verdicts)
     if not all(v.passed for v in verdicts):
         raise typer.Exit(GATE_FAILED)
 
@@ -249,8 +293,16 @@ def init_command(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
 ) -> None:
     """Write a commented example audit file for `medaudit run`."""
+    if path.suffix.lower() != ".toml":  # so that --force can never replace a model or data file
+        raise ConfigError(f"init writes a .toml audit file: {path} is not one, give e.g. audit.toml")
     if path.exists() and not force:
         raise ConfigError(f"{path} exists: choose another name or pass --force to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # init sub/audit.toml makes sub/
+    except OSError as exc:
+        raise ConfigError(
+            f"init {path}: cannot create folder {path.parent} ({exc.strerror or exc})"
+        ) from None
     check_output_target(str(path), [], "init")
     write_atomic(path, example_for(path))  # its model path works from the file's folder
     console = stderr_console()

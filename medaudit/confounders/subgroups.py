@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaudit.errors import ConfigError
+from medaudit.errors import ConfigError, not_a_file
 from medaudit.metrics import classification_metrics
 from medaudit.task import Task
 
@@ -36,7 +36,7 @@ def read_metadata(path: Path, attribute: str, n: int, id_column: str | None = No
     one row (so shuffled files join correctly). Empty values become the group "missing".
     """
     if not path.is_file():
-        raise ConfigError(f"--metadata file {path} does not exist")
+        raise ConfigError(f"--metadata file {path} {not_a_file(path)}")
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)

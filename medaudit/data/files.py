@@ -112,6 +112,9 @@ def _npz_class_names(
             f"class_names in {where} must be a 1-D array of names, got shape {array.shape} of {array.dtype}"
         )
     names = tuple(str(s) for s in array)
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:  # labels are matched to the model's outputs by name
+        raise DataError(f"class_names in {where} names '{twice}' twice: give each class its own name")
     if task is Task.MULTI_LABEL:
         needed = labels.shape[1]
         if len(names) != needed:
@@ -139,6 +142,8 @@ def load_image_folder(
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not class_dirs:
         raise DataError(f"{root} has no class sub-folders: put each class's images in root/<class>/")
+    for folder in class_dirs:
+        _check_not_nested(folder)
     files: list[tuple[Path, int]] = [
         (f, label)
         for label, folder in enumerate(class_dirs)
@@ -180,6 +185,19 @@ def load_image_folder(
         class_names=tuple(d.name for d in class_dirs),
         identity={"source": "folder", "path": str(root), "split": split, "n": len(files)},
     )
+
+
+def _check_not_nested(folder: Path) -> None:
+    """A class folder with no images of its own but images further down is a layout mistake, not
+    an empty class (which is allowed): refuse it rather than audit without those images."""
+    if any(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() for f in folder.iterdir()):
+        return
+    nested = next((f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()), None)
+    if nested is not None:
+        raise DataError(
+            f"class folder {folder} has no images directly in it but has {nested.relative_to(folder)}: "
+            "images must sit directly in DIR/<class>/"
+        )
 
 
 def read_image(path: Path) -> Any:

@@ -23,6 +23,7 @@ from medaudit.gate.metrics import (
     find_key,
     metric_info,
     parse_number,
+    resolve,
     sections,
     split_key,
 )
@@ -149,20 +150,37 @@ def compare(
     candidate_doc: dict[str, Any],
     max_regression: float = 0.02,
     overrides: dict[str, float] | None = None,
+    names: tuple[str, str] = ("baseline", "candidate"),
 ) -> list[Row]:
-    """One row per metric in either report; metrics in both are gated against their allowance."""
+    """One row per metric in either report; metrics in both are gated against their allowance.
+
+    PolicyError (exit 2, no verdict) when a metric named in ``overrides`` is missing from either
+    report, or one the baseline gates is missing from the candidate: a comparison never passes
+    on a metric that was not measured (``names``, the reports' files, say which)."""
     if max_regression < 0 or not math.isfinite(max_regression):
         raise ConfigError(f"--max-regression must be a finite number >= 0, got {max_regression}")
     overrides = overrides or {}
     base, cand = extract_metrics(baseline_doc), extract_metrics(candidate_doc)
     both = {**{k: None for k in base}, **{k: None for k in cand}}
     for text in overrides:  # a typo or an absent metric in --allow would silently gate nothing
-        name = check_known(text)
-        if find_key(name, base) is None and find_key(name, cand) is None:
-            raise PolicyError(f"--allow {text}: no such metric in either report")
+        check_known(text)
+        lacking: list[str] = []
+        for role, doc, metrics, name in (
+            ("baseline", baseline_doc, base, names[0]),
+            ("candidate", candidate_doc, cand, names[1]),
+        ):
+            try:
+                resolve(text, metrics, attack_norm(doc))
+            except PolicyError as exc:
+                lacking.append(f"the {role} report {name}: {exc}")
+        if len(lacking) == 2:
+            raise PolicyError(f"--allow {text}: no such metric in either report ({names[0]}, {names[1]})")
+        if lacking:
+            raise PolicyError(f"--allow {text}: {lacking[0]}")
     norms = attack_norm(baseline_doc), attack_norm(candidate_doc)
     norm_differs = None not in norms and norms[0] != norms[1]
     rows: list[Row] = []
+    unmeasured: list[str] = []
     seen: set[str] = set()
     for key in both:
         if key in seen:
@@ -179,6 +197,8 @@ def compare(
         rows.append(row)
         if b_key is None or c_key is None:
             row.notes.append("only in the baseline" if c_key is None else "only in the candidate")
+            if c_key is None and _allowance(key, overrides, max_regression) is not None:
+                unmeasured.append(key)
             continue
         if norm_differs and "@" in key:
             row.notes.append(f"not comparable: baseline attacked with {norms[0]}, candidate with {norms[1]}")
@@ -196,6 +216,13 @@ def compare(
             row.passed = False
             continue
         row.passed = (row.regression or 0.0) <= row.allowed + SLACK
+    if unmeasured:
+        missing = sorted({key.split(".", 1)[0] for key in unmeasured} - set(sections(candidate_doc)))
+        why = f" (it has no {', '.join(missing)} results)" if missing else ""
+        raise PolicyError(
+            f"the candidate report {names[1]} lacks {len(unmeasured)} metric(s) the baseline gates"
+            f"{why}: {', '.join(unmeasured)}; audit the candidate as the baseline was (same audits, same eps)"
+        )
     return rows
 
 
@@ -210,7 +237,8 @@ def comparability_warnings(baseline_doc: dict[str, Any], candidate_doc: dict[str
         ("n", "sample counts"),
     ):
         if b_data.get(key) != c_data.get(key):
-            out.append(f"the reports audited different {what} ({b_data.get(key)} vs {c_data.get(key)})")
+            shown = ["not recorded" if doc.get(key) is None else doc.get(key) for doc in (b_data, c_data)]
+            out.append(f"the reports audited different {what} ({shown[0]} vs {shown[1]})")
     if baseline_doc.get("seed") != candidate_doc.get("seed"):
         out.append(
             f"the reports used different seeds ({baseline_doc.get('seed')} vs {candidate_doc.get('seed')})"
@@ -222,5 +250,7 @@ def comparability_warnings(baseline_doc: dict[str, Any], candidate_doc: dict[str
         )
     missing = sorted(set(sections(baseline_doc)) - set(sections(candidate_doc)))
     if missing:
-        out.append(f"the candidate report has no {', '.join(missing)} results: those metrics are not gated")
+        out.append(
+            f"the candidate report has no {', '.join(missing)} results: those metrics are not compared"
+        )
     return out

@@ -44,7 +44,9 @@ def load_report(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"report {path} is a folder: give the JSON file written by --json")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except ConfigError as exc:  # from _refuse_constant
+        raise ConfigError(f"report {path} {exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"report {path} is not JSON ({exc.msg}, line {exc.lineno}): give the file written by --json"
@@ -52,7 +54,19 @@ def load_report(path: Path) -> dict[str, Any]:
     except (UnicodeDecodeError, OSError, ValueError, RecursionError) as exc:  # huge ints, deep nesting
         raise ConfigError(f"report {path} cannot be read ({exc.__class__.__name__})") from None
     check_report(doc, str(path))
+    try:
+        extract_metrics(doc)  # every metric a number or null, so no corrupt value reaches a verdict
+    except ConfigError as exc:
+        raise ConfigError(f"report {path}: {exc}") from None
     return doc
+
+
+def _refuse_constant(name: str) -> float:
+    """NaN and Infinity are not JSON, and medaudit writes null for a value it could not measure:
+    read as numbers, inf would pass ``>=`` rules."""
+    raise ConfigError(
+        f"holds {name}, which medaudit never writes (null means not measured): the report is corrupt"
+    )
 
 
 # ---- eps ----
@@ -149,19 +163,10 @@ def find_key(name: MetricName, metrics: dict[str, float]) -> str | None:
 
 
 def describe_available(metrics: dict[str, float]) -> str:
-    """The metrics of a report in one short line: eps-indexed ones grouped with their eps."""
+    """The metrics of a report in one line, each as a name a rule or --allow accepts when copied."""
     if not metrics:
         return "(none: the report has no eval, attack, shift or intrinsic results)"
-    plain = [key for key in metrics if "@" not in key]
-    eps_bases: dict[str, list[str]] = {}
-    for key in metrics:
-        base, at, eps = key.partition("@")
-        if at:
-            eps_bases.setdefault(base, [])
-            if eps not in eps_bases[base]:
-                eps_bases[base].append(eps)
-    parts = plain + [f"{base}@{{{', '.join(eps)}}}" for base, eps in eps_bases.items()]
-    return ", ".join(parts)
+    return ", ".join([key for key in metrics if "@" not in key] + [key for key in metrics if "@" in key])
 
 
 def resolve(text: str, metrics: dict[str, float], norm: str | None = None) -> str:

@@ -27,6 +27,11 @@ ASSUMED_UNIT_INPUT = (
     "medaudit assumes the model takes [0,1] pixels"
 )
 """The note ``load_model`` records when neither flags, card nor ONNX metadata give mean/std."""
+MAX_INPUT_SIZE = 4096
+"""Largest side length a model may take: beyond it one image alone outgrows memory."""
+MIN_STD = 1e-6
+"""Smallest normalisation std: anything smaller is a mistake, and tiny ones overflow normalised pixels
+to infinity (the model then returns NaN, blamed on its weights)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,11 @@ def _class_names(value: Any, where: str) -> tuple[str, ...] | None:
         isinstance(n, str | int | float) and not isinstance(n, bool) for n in value
     ):
         raise ModelLoadError(f"{where}: 'class_names' must be a list of names, got {_short(value)}")
-    return tuple(str(n) for n in value) or None
+    names = tuple(str(n) for n in value)
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:  # outputs are matched to the data's labels by name
+        raise ModelLoadError(f"{where}: 'class_names' names '{twice}' twice: give each class its own name")
+    return names or None
 
 
 def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
@@ -135,6 +144,15 @@ def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
             raise ModelLoadError(
                 f"{where}: preprocessing '{key}' must be a whole number, got {_short(pre[key])}"
             )
+    if pre.get("input_size") is not None and not 1 <= pre["input_size"] <= MAX_INPUT_SIZE:
+        raise ModelLoadError(
+            f"{where}: preprocessing 'input_size' must be 1..{MAX_INPUT_SIZE}, got {_short(pre['input_size'])}"
+        )
+    std = _floats(pre.get("std"), where, "std")
+    if std is not None and min(std) < MIN_STD:
+        raise ModelLoadError(
+            f"{where}: preprocessing 'std' must be at least {MIN_STD:g}, got {_short(pre['std'])}"
+        )
     if isinstance(dataset, str):
         dataset = {"name": dataset}
     dataset = dataset or {}
@@ -152,7 +170,7 @@ def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
             channels=pre.get("channels"),
             input_size=pre.get("input_size"),
             mean=_floats(pre.get("mean"), where, "mean"),
-            std=_floats(pre.get("std"), where, "std"),
+            std=std,
         )
         task = Task.parse(task_name) if task_name else None
     except ConfigError as exc:
