@@ -192,7 +192,7 @@ def test_run_ends_with_the_verdict(runner: CliRunner, tmp_path: Path, real_data_
     passing = audit_file(tmp_path, sections, '"eval.accuracy" = ">= 0"', real_data_root)
     result = invoke(runner, "run", passing)
     assert result.exit_code == 0, result.output
-    assert result.stderr.strip().splitlines()[-1] == "gate passed: 1 rules"
+    assert result.stderr.strip().splitlines()[-1] == "gate passed: 1 rule"
     result = invoke(runner, "run", audit_file(tmp_path, sections, None, real_data_root))
     assert result.exit_code == 0 and "gate " not in result.stderr
 

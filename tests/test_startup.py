@@ -68,6 +68,7 @@ MODEL = str(REPO / "sample_models" / "pneumoniamnist_rescnn.pt")
         (["eval", "missing.pt"], "does not exist"),
         (["eval", MODEL, "--shard", "3/2"], "--shard"),
         (["attack", MODEL, "--eps", "2"], "outside [0, 1]"),
+        (["attack", MODEL, "--eps", "1_0/255"], "got '1_0/255'"),
         (["attack", MODEL, "--step-size", "0"], "--step-size"),
         (["attack", MODEL, "--steps", "0"], "--steps"),
         (["shift", MODEL, "--severities", "9"], "--severities"),

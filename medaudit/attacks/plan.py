@@ -35,6 +35,8 @@ def parse_eps(text: str) -> tuple[float, ...]:
     for part in text.split(","):
         part = part.strip()
         try:
+            if "_" in part:  # float() reads '1_0' as 10: a typo, not a budget
+                raise ValueError(part)
             numerator, _, denominator = part.partition("/")
             values.add(float(numerator) / float(denominator) if denominator else float(numerator))
         except (ValueError, ZeroDivisionError):

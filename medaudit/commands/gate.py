@@ -65,7 +65,8 @@ def print_verdict(console: Console, verdicts: list[Verdict]) -> None:
             highlight=False,
         )
     else:
-        console.print(f"[bold green]gate passed[/]: {len(verdicts)} rules", highlight=False)
+        count = len(verdicts)
+        console.print(f"[bold green]gate passed[/]: {count} rule{'' if count == 1 else 's'}", highlight=False)
 
 
 def check_outputs(outputs: dict[str, str | None], inputs: list[Path]) -> None:
