@@ -51,6 +51,11 @@ class Setting:
     """A comma list on the command line; a TOML list, string or number in the audit file."""
 
 
+def whole_number(value: object, least: int | None = None) -> bool:
+    """An int (not a bool: JSON's true is an int to Python), at least ``least`` when given."""
+    return isinstance(value, int) and not isinstance(value, bool) and (least is None or value >= least)
+
+
 def setting(default: Any, help: str, **options: Any) -> Any:
     """A dataclass field that is a user setting (see ``Setting`` for the options)."""
     return dataclasses.field(default=default, metadata={SETTING: Setting(help, **options)})
@@ -192,7 +197,7 @@ def _convert(d: Declared, value: Any, where: str, resolve: Callable[[str], Path]
             raise wrong
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not whole_number(value):
             raise wrong
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw
 
 from medaudit.confounders.config import CORNERS
 from medaudit.errors import ConfigError
+from medaudit.options import whole_number
 from medaudit.registries import artifacts
 from medaudit.shift.catalogue import REFERENCE_SIZE
 from medaudit.shift.corrupt import CHUNK_VALUES, Images, OpContext, on_uint8_batch, sample_rngs
@@ -276,7 +277,7 @@ def ruler(
     """Tick marks ``length`` x width long, centred on ``edge``, opacity = strength."""
     edge = _choice("edge", edge, EDGES)
     length, margin, level = _fraction("length", length), _margin(margin), _intensity(value)
-    if isinstance(ticks, bool) or not isinstance(ticks, int) or not 2 <= ticks <= 200:
+    if not whole_number(ticks, 2) or ticks > 200:
         raise ConfigError(f"ticks must be an integer in [2, 200], got {ticks!r}")
     return _blend(x, strength * _ruler_mask(x.shape[1], edge, length, ticks, margin), level)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medaudit.errors import ConfigError
+from medaudit.options import whole_number
 from medaudit.registries import artifacts
 
 CORNERS: tuple[str, ...] = ("top-left", "top-right", "bottom-left", "bottom-right", "centre")
@@ -24,6 +25,14 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5, 0.8, 1.0)
 def is_positional(name: str) -> bool:
     """Whether the artifact is placed at a corner (so its position is probed)."""
     return POSITION_OPTION in artifacts.get(name).options
+
+
+def check_bootstrap(bootstrap: int, confidence: float) -> None:
+    """The interval settings the probe and the fine-tuning share."""
+    if not whole_number(bootstrap, 10):
+        raise ConfigError(f"bootstrap must be a whole number of at least 10, got {bootstrap!r}")
+    if not 0.5 <= confidence < 1:
+        raise ConfigError(f"confidence must lie in [0.5, 1), got {confidence}")
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,7 @@ class ProbeConfig:
     even when certain, are too small to act on."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 10:
-            raise ConfigError(f"bootstrap must be a whole number of at least 10, got {self.bootstrap!r}")
-        if not 0.5 <= self.confidence < 1:
-            raise ConfigError(f"confidence must lie in [0.5, 1), got {self.confidence}")
+        check_bootstrap(self.bootstrap, self.confidence)
         if not 0 <= self.min_effect < 1:
             raise ConfigError(f"min_effect must lie in [0, 1), got {self.min_effect}")
         if not self.artifacts:
@@ -134,10 +140,7 @@ class FinetuneConfig:
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 10:
-            raise ConfigError(f"bootstrap must be a whole number of at least 10, got {self.bootstrap!r}")
-        if not 0.5 <= self.confidence < 1:
-            raise ConfigError(f"confidence must lie in [0.5, 1), got {self.confidence}")
+        check_bootstrap(self.bootstrap, self.confidence)
         if self.artifact not in artifacts:
             raise ConfigError(f"unknown artifact '{self.artifact}': see `medaudit confounders --list`")
         if not 0 < self.strength <= 1:
@@ -200,13 +203,13 @@ class DiscoveryConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if isinstance(self.grid, bool) or not isinstance(self.grid, int) or not 1 <= self.grid <= 8:
+        if not whole_number(self.grid, 1) or self.grid > 8:
             raise ConfigError(f"grid must be a whole number in 1..8, got {self.grid!r}")
         if not 0 < self.patch <= 0.5:
             raise ConfigError(f"patch must be a fraction of the width in (0, 0.5], got {self.patch}")
         for name in ("steps", "n_fit", "n_eval", "batch_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not whole_number(value, 1):
                 raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
         if not 0 < self.min_flip_rate <= 1:
             raise ConfigError(f"min_flip_rate must lie in (0, 1], got {self.min_flip_rate}")

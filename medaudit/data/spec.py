@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from medaudit.data.medmnist import dataset_meta
 from medaudit.errors import ConfigError, DataError
+from medaudit.options import whole_number
 from medaudit.task import Task
 
 if TYPE_CHECKING:
@@ -46,9 +47,7 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.dataset and self.data:
             raise ConfigError("give either --dataset or --data, not both")
-        if self.size is not None and (
-            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1
-        ):
+        if self.size is not None and (not whole_number(self.size, 1)):
             raise ConfigError(f"--size must be a positive whole number, got {self.size!r}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")

@@ -160,7 +160,12 @@ def _data_count_is_known(data: AuditData) -> bool:
     """
     if data.task is Task.MULTI_LABEL or data.identity.get("source") in ("medmnist", "folder"):
         return True
-    return data.class_names != tuple(str(i) for i in range(data.num_classes))
+    return not _unnamed(data)
+
+
+def _unnamed(data: AuditData) -> bool:
+    """The data's classes are only numbered ('0'..'C-1': an npz without ``class_names``)."""
+    return data.class_names == tuple(str(i) for i in range(data.num_classes))
 
 
 def _check_class_names(model: AuditModel, data: AuditData) -> list[str]:
@@ -173,8 +178,8 @@ def _check_class_names(model: AuditModel, data: AuditData) -> list[str]:
             f"the card: {_names(tuple(relabelled['model_classes']))}): its labels were renumbered to the card's order"
         ]
     card = model.class_names
-    if not card or data.class_names == tuple(str(i) for i in range(data.num_classes)):
-        return []  # the data does not name its classes
+    if not card or _unnamed(data):
+        return []
     if [class_key(n) for n in card] != [class_key(n) for n in data.class_names]:
         return [
             f"the data's classes ({_names(data.class_names)}) are not the card's ({_names(card)}): "

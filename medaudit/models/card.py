@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from medaudit.errors import ConfigError, ModelLoadError, first_line
+from medaudit.options import whole_number
 from medaudit.task import Task
 
 ASSUMED_UNIT_INPUT = (
@@ -140,7 +141,7 @@ def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
     if not isinstance(pre, dict) or not isinstance(dataset, dict | str | None):
         raise ModelLoadError(f"{where}: 'preprocessing' must be an object and 'dataset' a name or an object")
     for key in ("channels", "input_size"):
-        if pre.get(key) is not None and (isinstance(pre[key], bool) or not isinstance(pre[key], int)):
+        if pre.get(key) is not None and not whole_number(pre[key]):
             raise ModelLoadError(
                 f"{where}: preprocessing '{key}' must be a whole number, got {_short(pre[key])}"
             )
@@ -158,9 +159,7 @@ def card_from_dict(doc: dict[str, Any], where: str) -> ModelCard:
     dataset = dataset or {}
     dataset_name = _optional_str(dataset, "name", f"{where}: dataset")
     dataset_size = dataset.get("size")
-    if dataset_size is not None and (
-        isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1
-    ):
+    if dataset_size is not None and (not whole_number(dataset_size, 1)):
         raise ModelLoadError(
             f"{where}: dataset 'size' must be a positive whole number, got {_short(dataset_size)}"
         )
